@@ -1,0 +1,45 @@
+# Calcrooms: `make run` serves the app, `make test` checks it. Both set themselves up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+UVICORN_FLAGS := --ws-max-size 65536 --ws-per-message-deflate false --lifespan off --proxy-headers
+
+.PHONY: install run serve test lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.lock | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	@export DJANGO_DEBUG=$${DJANGO_DEBUG:-1}; \
+	$(BIN)/python manage.py migrate --noinput && \
+	$(BIN)/python manage.py load_demo && \
+	echo "Calcrooms is at http://$(HOST):$(PORT)/" && \
+	exec $(BIN)/uvicorn project.asgi:application --host $(HOST) --port $(PORT) $(UVICORN_FLAGS)
+
+test: install
+	@eval "$$($(BIN)/python tests/services.py)" && \
+	echo "testing against $$DATABASE_URL and $$REDIS_URL (keys under $$REDIS_KEY_PREFIX)" && \
+	$(BIN)/ruff check . && \
+	$(BIN)/ruff format --check . && \
+	$(BIN)/python -m pytest -m "not browser" && \
+	$(BIN)/python -m pytest -m browser -p no:asyncio
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,261 @@
+"""Calcrooms settings: one module, driven by the environment.
+
+Every knob is read here through the small typed helpers below, which fail loudly on a value they
+cannot parse. With nothing set, the app runs on a laptop: SQLite under var/, the in-memory channel
+layer and presence store (one process only). Set DATABASE_URL and REDIS_URL to run several processes
+on several hosts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+logger = logging.getLogger("calcrooms")
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = env_str(name)
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), not {value!r}")
+
+
+def env_float(name: str, default: float) -> float:
+    value = env_str(name)
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
+
+
+def env_int(name: str, default: int) -> int:
+    value = env_str(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}") from None
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = env_str(name)
+    if value is None:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if SECRET_KEY is None:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off. "
+            "Set it to a long random string, or set DJANGO_DEBUG=1 for local development."
+        )
+    SECRET_KEY = "calcrooms-insecure-development-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = env_list(
+    "DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else []
+)
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_htmx",
+    "allauth",
+    "allauth.account",
+    "accounts",
+    "rooms",
+    "presence",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+ASGI_APPLICATION = "project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------------------
+# Under ASGI every database_sync_to_async call may land on a different thread; persistent
+# connections would leak one per thread, so connections are closed after each unit of work.
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+else:
+    (BASE_DIR / "var").mkdir(exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": BASE_DIR / "var" / "calcrooms.sqlite3",
+            "CONN_MAX_AGE": 0,
+            # IMMEDIATE takes the write lock when a transaction starts, so concurrent writers queue
+            # instead of failing with "database is locked" half-way through.
+            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: channel layer, presence, throttles ----------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "calcrooms")
+CHANNEL_LAYER_CAPACITY = env_int("CHANNEL_LAYER_CAPACITY", 100)
+CHANNEL_LAYER_GROUP_EXPIRY_SECONDS = env_int("CHANNEL_LAYER_GROUP_EXPIRY_SECONDS", 86400)
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                # redis-py 8 defaults to a 5 s socket timeout, which kills the layer's idle
+                # blocking receives; None waits as long as the socket stays open.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                "prefix": f"{REDIS_KEY_PREFIX}:asgi",
+                "capacity": CHANNEL_LAYER_CAPACITY,
+                "group_expiry": CHANNEL_LAYER_GROUP_EXPIRY_SECONDS,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {
+                "capacity": CHANNEL_LAYER_CAPACITY,
+                "group_expiry": CHANNEL_LAYER_GROUP_EXPIRY_SECONDS,
+            },
+        }
+    }
+    if "pytest" not in sys.modules:
+        logger.warning(
+            "REDIS_URL is not set: using the in-memory channel layer and presence store. "
+            "This serves ONE process only; set REDIS_URL to run more than one."
+        )
+
+# --- Product timings and limits (DESIGN.md) -------------------------------------------------------
+PRESENCE_HEARTBEAT_SECONDS = env_float("PRESENCE_HEARTBEAT_SECONDS", 10)
+PRESENCE_TTL_SECONDS = env_float("PRESENCE_TTL_SECONDS", 30)
+PRESENCE_BROADCAST_INTERVAL_SECONDS = env_float("PRESENCE_BROADCAST_INTERVAL_SECONDS", 1)
+TYPING_EXPIRY_SECONDS = env_float("TYPING_EXPIRY_SECONDS", 5)
+TYPING_MIN_INTERVAL_SECONDS = env_float("TYPING_MIN_INTERVAL_SECONDS", 1)
+SYNC_INTERVAL_SECONDS = env_float("SYNC_INTERVAL_SECONDS", 20)
+EXPRESSION_MAX_LENGTH = 500
+EXPRESSION_BUCKET_CAPACITY = env_int("EXPRESSION_BUCKET_CAPACITY", 10)
+EXPRESSION_BUCKET_REFILL_PER_SECOND = env_float("EXPRESSION_BUCKET_REFILL_PER_SECOND", 1)
+WS_MAX_FRAME_BYTES = 64 * 1024
+WS_ABUSE_LIMIT = env_int("WS_ABUSE_LIMIT", 30)
+WS_ABUSE_WINDOW_SECONDS = env_float("WS_ABUSE_WINDOW_SECONDS", 60)
+ROOM_PAGE_ENTRIES = 50
+ENTRIES_DEFAULT_LIMIT = 100
+ENTRIES_MAX_LIMIT = 500
+INVITE_MAX_AGE_SECONDS = env_int("INVITE_MAX_AGE_SECONDS", 7 * 86400)
+
+# --- Accounts (django-allauth) --------------------------------------------------------------------
+AUTH_USER_MODEL = "accounts.User"
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+ACCOUNT_LOGIN_METHODS = {"username", "email"}
+ACCOUNT_SIGNUP_FIELDS = ["username*", "email*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = env_str("ACCOUNT_EMAIL_VERIFICATION", "optional")
+ACCOUNT_LOGOUT_ON_GET = False
+ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "/"
+ACCOUNT_LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+EMAIL_BACKEND = env_str(
+    "DJANGO_EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "calcrooms@localhost")
+
+# --- Static files, i18n, security -----------------------------------------------------------------
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "var" / "static"
+# Serve static files from the ASGI app itself (one process, no separate web server needed).
+SERVE_STATIC = env_bool("DJANGO_SERVE_STATIC", True)
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "calcrooms": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+        "rooms": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+        "presence": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    },
+}

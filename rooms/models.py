@@ -1,0 +1,95 @@
+"""Rooms, who belongs to them, and their durable, gap-free history of entries."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Room(models.Model):
+    class Visibility(models.TextChoices):
+        PUBLIC = "public", "Public"
+        PRIVATE = "private", "Private"
+
+    slug = models.SlugField(max_length=60, unique=True)
+    name = models.CharField(max_length=100)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_rooms"
+    )
+    visibility = models.CharField(
+        max_length=10, choices=Visibility.choices, default=Visibility.PUBLIC
+    )
+    # The seq of the newest entry. Incremented under this row's lock in the entry's own
+    # transaction, so seqs have no gaps and commit in seq order.
+    last_seq = models.BigIntegerField(default=0)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_public(self) -> bool:
+        return self.visibility == self.Visibility.PUBLIC
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        MEMBER = "member", "Member"
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    joined = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["room", "user"], name="membership_room_user_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.room} ({self.role})"
+
+
+class Entry(models.Model):
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="entries")
+    seq = models.BigIntegerField()
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="entries"
+    )
+    client_id = models.UUIDField(null=True, blank=True)
+    expression = models.CharField(max_length=500)
+    result = models.TextField(null=True, blank=True)
+    error = models.TextField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["room", "seq"]
+        verbose_name_plural = "entries"
+        constraints = [
+            # Also the index behind every "after N" / "before N" page of a room.
+            models.UniqueConstraint(fields=["room", "seq"], name="entry_room_seq_unique"),
+            models.UniqueConstraint(
+                fields=["room", "author", "client_id"], name="entry_room_author_client_id_unique"
+            ),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(result__isnull=False, error__isnull=True)
+                    | models.Q(result__isnull=True, error__isnull=False)
+                ),
+                name="entry_result_xor_error",
+            ),
+            models.CheckConstraint(condition=models.Q(seq__gte=1), name="entry_seq_positive"),
+        ]
+        indexes = [
+            # History filtered by author pages in seq order.
+            models.Index(fields=["room", "author", "seq"], name="entry_room_author_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.expression}"

@@ -1,0 +1,91 @@
+"""What goes on the wire: the JSON entry shape, the HTML fragments, and the frame envelopes.
+
+Both transports (HTTP and WebSocket) build their bodies here, so an entry looks the same whether
+it arrived live, through catch-up, or in an export.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC
+from typing import Any
+
+from django.template.loader import render_to_string
+from django.utils.html import escape
+
+from rooms.events import EntryDict
+from rooms.models import Entry
+
+JSON_SUBPROTOCOL = "calcrooms.v1.json"
+PROTOCOL_VERSION = 1
+
+
+def entry_as_dict(entry: Entry) -> EntryDict:
+    return {
+        "seq": entry.seq,
+        "author": entry.author.username,
+        "expression": entry.expression,
+        "result": entry.result,
+        "error": entry.error,
+        "client_id": str(entry.client_id) if entry.client_id else None,
+        "created": entry.created.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+    }
+
+
+def entry_html(entry: EntryDict) -> str:
+    """The entry as the page shows it (`#entry-<seq>` with `data-seq`)."""
+    return render_to_string("rooms/partials/entry.html", {"entry": entry})
+
+
+def entries_html(entries: Iterable[EntryDict]) -> str:
+    return "".join(entry_html(entry) for entry in entries)
+
+
+# --- WebSocket frames -----------------------------------------------------------------------------
+
+
+def json_frame(type_: str, **fields: Any) -> str:
+    return json.dumps({"v": PROTOCOL_VERSION, "type": type_, **fields}, separators=(",", ":"))
+
+
+def html_entry_frame(html: str) -> str:
+    return f'<div id="entries" hx-swap-oob="beforeend">{html}</div>'
+
+
+def html_sync_frame(last_seq: int) -> str:
+    return f'<div id="sync" hx-swap-oob="true" data-last-seq="{last_seq}"></div>'
+
+
+def html_error_frame(code: str, message: str, client_id: str | None) -> str:
+    client = f' data-client-id="{escape(client_id)}"' if client_id else ""
+    return (
+        f'<div id="errors" hx-swap-oob="innerHTML"><p class="error" data-code="{escape(code)}"'
+        f"{client}>{escape(message)}</p></div>"
+    )
+
+
+def typing_text(usernames: list[str]) -> str:
+    """`alice is typing…`, `alice and bob are typing…`, `several people are typing…`, or ''."""
+    if not usernames:
+        return ""
+    if len(usernames) == 1:
+        return f"{usernames[0]} is typing…"
+    if len(usernames) == 2:
+        return f"{usernames[0]} and {usernames[1]} are typing…"
+    return "several people are typing…"
+
+
+def presence_html(online: list[dict[str, Any]], viewer: str) -> str:
+    """The `#online` list and the `#typing` line, as seen by `viewer` (never their own typing)."""
+    return render_to_string(
+        "rooms/partials/presence.html",
+        {
+            "online": online,
+            "count": len(online),
+            "typing_text": typing_text(
+                [o["username"] for o in online if o["typing"] and o["username"] != viewer]
+            ),
+            "oob": True,
+        },
+    )

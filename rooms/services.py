@@ -1,0 +1,191 @@
+"""Writes. Each commits first, then tells the room (from `transaction.on_commit`, never before)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core import signing
+from django.db import IntegrityError, transaction
+from django.utils.text import slugify
+
+from accounts.models import User
+from rooms import calculator
+from rooms.events import room_group, send_event, user_group
+from rooms.models import Entry, Membership, Room
+from rooms.payloads import entry_as_dict, entry_html
+
+INVITE_SALT = "calcrooms.invite"
+
+
+class Refused(Exception):
+    """A request the product refuses, with the protocol's error code and a message for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Submission:
+    entry: Entry
+    created: bool  # False: a resend of an entry stored earlier (same author and client_id)
+
+
+def expression_validate(expression: object) -> str:
+    """The expression as stored, or Refused(`empty` / `too_long` / `invalid_frame`)."""
+    if not isinstance(expression, str):
+        raise Refused("invalid_frame", "expression must be a string")
+    if not expression.strip():
+        raise Refused("empty", "Type an expression first.")
+    if len(expression) > settings.EXPRESSION_MAX_LENGTH:
+        raise Refused(
+            "too_long",
+            f"An expression is at most {settings.EXPRESSION_MAX_LENGTH} characters "
+            f"(this one has {len(expression)}).",
+        )
+    return expression.strip()
+
+
+def client_id_parse(raw: object) -> uuid.UUID | None:
+    if raw in (None, ""):
+        return None
+    try:
+        return uuid.UUID(str(raw))
+    except (ValueError, TypeError, AttributeError):
+        raise Refused("invalid_frame", "client_id must be a UUID") from None
+
+
+def entry_submit(
+    *, room_id: int, author: User, expression: str, client_id: uuid.UUID | None
+) -> Submission:
+    """Evaluate and store one expression, then broadcast it to the room.
+
+    The seq comes from `Room.last_seq`, incremented under the room's row lock in this same
+    transaction: commit order is seq order, seqs have no gaps, and a reader of "after N" can never
+    miss a row that commits later. A resend (same author and client_id) returns the stored entry
+    and broadcasts nothing. Access is checked under the lock, so a member removed a moment ago
+    cannot slip one more entry in.
+    """
+    expression = expression_validate(expression)
+    outcome = calculator.evaluate(expression)  # pure and bounded: outside the lock
+    with transaction.atomic():
+        room = Room.objects.select_for_update().filter(pk=room_id).first()
+        if room is None or not Membership.objects.filter(room=room, user=author).exists():
+            raise Refused("forbidden", "You are not a member of this room.")
+        if client_id is not None:
+            existing = (
+                Entry.objects.select_related("author")
+                .filter(room=room, author=author, client_id=client_id)
+                .first()
+            )
+            if existing is not None:
+                return Submission(entry=existing, created=False)
+        room.last_seq += 1
+        Room.objects.filter(pk=room.pk).update(last_seq=room.last_seq)
+        entry = Entry.objects.create(
+            room=room,
+            seq=room.last_seq,
+            author=author,
+            client_id=client_id,
+            expression=expression,
+            result=outcome.result,
+            error=outcome.error,
+        )
+        transaction.on_commit(lambda: _entry_created(room_id=room.pk, entry=entry))
+    return Submission(entry=entry, created=True)
+
+
+def _entry_created(*, room_id: int, entry: Entry) -> None:
+    payload = entry_as_dict(entry)
+    send_event(
+        room_group(room_id),
+        {"type": "entry.created", "entry": payload, "html": entry_html(payload)},
+    )
+    # Storing an expression ends its author's typing at once.
+    from presence.services import presence_typing_sync
+
+    presence_typing_sync(room_id=room_id, username=entry.author.username, typing=False)
+
+
+# --- Rooms and membership ---------------------------------------------------------------------------
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:50] or "room"
+    slug = base
+    while Room.objects.filter(slug=slug).exists():
+        slug = f"{base}-{uuid.uuid4().hex[:6]}"
+    return slug
+
+
+def room_create(*, owner: User, name: str, visibility: str) -> Room:
+    name = name.strip()
+    if not name:
+        raise Refused("invalid", "A room needs a name.")
+    if visibility not in Room.Visibility.values:
+        raise Refused("invalid", "Choose public or private.")
+    for _attempt in range(3):
+        try:
+            with transaction.atomic():
+                room = Room.objects.create(
+                    slug=_unique_slug(name), name=name[:100], owner=owner, visibility=visibility
+                )
+                Membership.objects.create(room=room, user=owner, role=Membership.Role.OWNER)
+                return room
+        except IntegrityError:  # two rooms with one name created at the same moment
+            continue
+    raise Refused("invalid", "Could not pick an address for this room; try another name.")
+
+
+def room_join(*, room: Room, user: User) -> Membership:
+    if not room.is_public:
+        raise Refused("forbidden", "This room is private: ask its owner for an invite link.")
+    membership, _ = Membership.objects.get_or_create(room=room, user=user)
+    return membership
+
+
+def _revoke(room_id: int, user_id: int | None) -> None:
+    """Close the sockets of a user (or everyone) who just lost access to the room."""
+    event = {"type": "access.revoked", "room_id": room_id, "user_id": user_id}
+    group = room_group(room_id) if user_id is None else user_group(user_id)
+    transaction.on_commit(lambda: send_event(group, event))
+
+
+def room_leave(*, room: Room, user: User) -> None:
+    if room.owner_id == user.id:
+        raise Refused("invalid", "The owner cannot leave their own room.")
+    with transaction.atomic():
+        Membership.objects.filter(room=room, user=user).delete()
+        _revoke(room.pk, user.pk)
+
+
+def member_remove(*, room: Room, actor: User, user_id: int) -> None:
+    if room.owner_id != actor.id:
+        raise Refused("forbidden", "Only the owner can remove members.")
+    if user_id == room.owner_id:
+        raise Refused("invalid", "The owner cannot be removed.")
+    with transaction.atomic():
+        Membership.objects.filter(room=room, user_id=user_id).delete()
+        _revoke(room.pk, user_id)
+
+
+def invite_token(*, room: Room) -> str:
+    return signing.dumps({"room": room.pk}, salt=INVITE_SALT, compress=True)
+
+
+def invite_accept(*, token: str, user: User) -> Room:
+    """Join the room a signed, unexpired invite names."""
+    try:
+        data = signing.loads(token, salt=INVITE_SALT, max_age=settings.INVITE_MAX_AGE_SECONDS)
+    except signing.SignatureExpired:
+        raise Refused("expired", "This invite link has expired; ask for a new one.") from None
+    except signing.BadSignature:
+        raise Refused("invalid", "This invite link is not valid.") from None
+    room = Room.objects.filter(pk=data.get("room")).first()
+    if room is None:
+        raise Refused("invalid", "This room no longer exists.")
+    Membership.objects.get_or_create(room=room, user=user)
+    return room

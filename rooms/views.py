@@ -1,0 +1,390 @@
+"""HTTP views: parse, authorize through `selectors.room_for_user`, call one service or selector."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import AsyncIterator, Callable
+from functools import wraps
+from typing import Any
+
+from asgiref.sync import async_to_sync, sync_to_async
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from presence.services import presence_counts_sync, presence_state_sync, state_payload
+from rooms import selectors, services
+from rooms.events import EntryDict
+from rooms.models import Room
+from rooms.payloads import entries_html, entry_as_dict, entry_html
+from rooms.selectors import Access
+from rooms.throttle import get_throttle
+
+
+def wants_json(request: HttpRequest) -> bool:
+    """JSON when asked by `format=json`, or when Accept prefers it to HTML (`*/*` gets HTML)."""
+    if request.GET.get("format") == "json":
+        return True
+    if "application/json" not in request.headers.get("Accept", ""):
+        return False
+    return request.get_preferred_type(["text/html", "application/json"]) == "application/json"
+
+
+def json_error(status: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+
+
+def signed_in(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    """Login required: a redirect to the login page, or 401 JSON for a client that wants JSON."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if not request.user.is_authenticated:
+            if wants_json(request):
+                return json_error(401, "unauthenticated", "Sign in first.")
+            return redirect_to_login(request.get_full_path())
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _room_or_json_error(
+    request: HttpRequest, slug: str, need: Access = Access.MEMBER
+) -> tuple[Room, Access]:
+    return selectors.room_for_user(slug=slug, user=request.user, need=need)
+
+
+def _data_view(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    """Answer 404/403 of the access check as JSON to JSON clients."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        try:
+            return view(request, *args, **kwargs)
+        except Http404:
+            if wants_json(request):
+                return json_error(404, "not_found", "No such room.")
+            raise
+        except PermissionDenied as exc:
+            if wants_json(request):
+                return json_error(403, "forbidden", str(exc) or "Forbidden.")
+            return HttpResponse(str(exc) or "Forbidden.", status=403, content_type="text/plain")
+
+    return wrapper
+
+
+# --- Pages --------------------------------------------------------------------------------------
+
+
+@require_GET
+@signed_in
+def room_list(request: HttpRequest) -> HttpResponse:
+    mine, public = selectors.rooms_for_list(user=request.user)
+    counts = presence_counts_sync(room_ids=[room.id for room in mine + public])
+    for room in mine + public:
+        room.online_count = counts.get(room.id, 0)
+    return render(request, "rooms/room_list.html", {"my_rooms": mine, "public_rooms": public})
+
+
+@require_http_methods(["GET", "POST"])
+@signed_in
+def room_create(request: HttpRequest) -> HttpResponse:
+    error = None
+    name = request.POST.get("name", "")
+    visibility = request.POST.get("visibility", Room.Visibility.PUBLIC)
+    if request.method == "POST":
+        try:
+            room = services.room_create(owner=request.user, name=name, visibility=visibility)
+        except services.Refused as refused:
+            error = refused.message
+        else:
+            return redirect("rooms:detail", slug=room.slug)
+    return render(
+        request,
+        "rooms/room_create.html",
+        {"error": error, "name": name, "visibility": visibility},
+        status=400 if error else 200,
+    )
+
+
+@require_GET
+@signed_in
+def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    room, access = selectors.room_for_user(slug=slug, user=request.user, need=Access.VISITOR)
+    if access < Access.MEMBER:
+        return render(request, "rooms/room_join.html", {"room": room})
+    page = selectors.entries_before(room=room, before=None, limit=settings.ROOM_PAGE_ENTRIES)
+    state = presence_state_sync(room_id=room.id)
+    online = state_payload(state)
+    return render(
+        request,
+        "rooms/room_detail.html",
+        {
+            "room": room,
+            "access": access,
+            "is_owner": access == Access.OWNER,
+            "entries": [entry_as_dict(e) for e in page.entries],
+            "has_older": page.has_more,
+            "oldest_seq": page.entries[0].seq if page.entries else None,
+            "last_seq": page.entries[-1].seq if page.entries else 0,
+            "online": online,
+            "typing_text": "",
+            "config": {
+                "room": room.slug,
+                "username": request.user.username,
+                "lastSeq": page.entries[-1].seq if page.entries else 0,
+                "entriesUrl": reverse("rooms:entries", args=[room.slug]),
+                "typingIntervalMs": 2000,
+                "reconnectCapMs": 10000,
+            },
+        },
+    )
+
+
+@require_POST
+@signed_in
+def room_join(request: HttpRequest, slug: str) -> HttpResponse:
+    room, _access = selectors.room_for_user(slug=slug, user=request.user, need=Access.VISITOR)
+    try:
+        services.room_join(room=room, user=request.user)
+    except services.Refused as refused:
+        raise PermissionDenied(refused.message) from None
+    return redirect("rooms:detail", slug=room.slug)
+
+
+@require_POST
+@signed_in
+def room_leave(request: HttpRequest, slug: str) -> HttpResponse:
+    room, _access = selectors.room_for_user(slug=slug, user=request.user)
+    try:
+        services.room_leave(room=room, user=request.user)
+    except services.Refused as refused:
+        messages.error(request, refused.message)
+        return redirect("rooms:detail", slug=room.slug)
+    messages.info(request, f"You left {room.name}.")
+    return redirect("rooms:list")
+
+
+@require_GET
+@signed_in
+def room_members(request: HttpRequest, slug: str) -> HttpResponse:
+    room, _access = selectors.room_for_user(slug=slug, user=request.user, need=Access.OWNER)
+    invite_url = request.build_absolute_uri(
+        reverse("rooms:invite", args=[services.invite_token(room=room)])
+    )
+    return render(
+        request,
+        "rooms/room_members.html",
+        {
+            "room": room,
+            "members": selectors.room_members(room=room),
+            "invite_url": invite_url,
+            "invite_days": settings.INVITE_MAX_AGE_SECONDS // 86400,
+        },
+    )
+
+
+@require_POST
+@signed_in
+def member_remove(request: HttpRequest, slug: str, user_id: int) -> HttpResponse:
+    room, _access = selectors.room_for_user(slug=slug, user=request.user, need=Access.OWNER)
+    try:
+        services.member_remove(room=room, actor=request.user, user_id=user_id)
+    except services.Refused as refused:
+        messages.error(request, refused.message)
+    return redirect("rooms:members", slug=room.slug)
+
+
+@require_http_methods(["GET", "POST"])
+@signed_in
+def invite_accept(request: HttpRequest, token: str) -> HttpResponse:
+    if request.method == "POST":
+        try:
+            room = services.invite_accept(token=token, user=request.user)
+        except services.Refused as refused:
+            return render(request, "rooms/invite.html", {"error": refused.message}, status=400)
+        return redirect("rooms:detail", slug=room.slug)
+    return render(request, "rooms/invite.html", {"token": token})
+
+
+# --- Data routes (entries, presence) ---------------------------------------------------------------
+
+
+def _int_param(request: HttpRequest, name: str) -> int | None:
+    raw = request.GET.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number") from None
+    if value < 0:
+        raise ValueError(f"{name} must not be negative")
+    return value
+
+
+@require_http_methods(["GET", "POST"])
+@signed_in
+@_data_view
+def room_entries(request: HttpRequest, slug: str) -> HttpResponse:
+    room, _access = selectors.room_for_user(slug=slug, user=request.user)
+    if request.method == "POST":
+        return _entry_post(request, room)
+    try:
+        after = _int_param(request, "after")
+        before = _int_param(request, "before")
+        limit = selectors.clamp_limit(request.GET.get("limit"))
+    except ValueError as exc:
+        if wants_json(request):
+            return json_error(400, "invalid", str(exc))
+        return HttpResponse(str(exc), status=400, content_type="text/plain")
+    if before is not None:
+        page = selectors.entries_before(room=room, before=before, limit=limit)
+    else:
+        page = selectors.entries_after(room=room, after=after or 0, limit=limit)
+    entries = [entry_as_dict(e) for e in page.entries]
+    last_seq = selectors.room_last_seq(room_id=room.id)
+    if wants_json(request):
+        return JsonResponse(
+            {"room": room.slug, "last_seq": last_seq, "entries": entries, "has_more": page.has_more}
+        )
+    response = HttpResponse(entries_html(entries))
+    response["X-Last-Seq"] = str(last_seq)
+    response["X-Has-More"] = "true" if page.has_more else "false"
+    response["Vary"] = "Accept"
+    return response
+
+
+def _entry_post(request: HttpRequest, room: Room) -> HttpResponse:
+    client_id = request.POST.get("client_id") or None
+    allowed = async_to_sync(get_throttle().take)(
+        f"expr:{request.user.id}:{room.id}",
+        capacity=settings.EXPRESSION_BUCKET_CAPACITY,
+        refill_per_second=settings.EXPRESSION_BUCKET_REFILL_PER_SECOND,
+    )
+    try:
+        if not allowed:
+            raise services.Refused("rate_limited", "Slow down: too many expressions.")
+        submission = services.entry_submit(
+            room_id=room.id,
+            author=request.user,
+            expression=request.POST.get("expression", ""),
+            client_id=services.client_id_parse(client_id),
+        )
+    except services.Refused as refused:
+        status = {"rate_limited": 429, "forbidden": 403}.get(refused.code, 400)
+        if wants_json(request):
+            body = {"error": {"code": refused.code, "message": refused.message}}
+            body["error"]["client_id"] = client_id
+            return JsonResponse(body, status=status)
+        return HttpResponse(refused.message, status=status, content_type="text/plain")
+    payload = entry_as_dict(submission.entry)
+    status = 201 if submission.created else 200
+    if wants_json(request):
+        return JsonResponse({"room": room.slug, "entry": payload}, status=status)
+    return HttpResponse(entry_html(payload), status=status)
+
+
+@require_GET
+@signed_in
+@_data_view
+def room_presence(request: HttpRequest, slug: str) -> JsonResponse:
+    room, _access = selectors.room_for_user(slug=slug, user=request.user)
+    online = state_payload(presence_state_sync(room_id=room.id))
+    return JsonResponse({"room": room.slug, "online": online, "count": len(online)})
+
+
+# --- History and export ---------------------------------------------------------------------------
+
+
+@require_GET
+@signed_in
+def room_history(request: HttpRequest, slug: str) -> HttpResponse:
+    room, _access = selectors.room_for_user(slug=slug, user=request.user)
+    author = request.GET.get("author") or None
+    try:
+        before = _int_param(request, "before")
+    except ValueError as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain")
+    page = selectors.entries_before(room=room, before=before, limit=100, author=author)
+    return render(
+        request,
+        "rooms/room_history.html",
+        {
+            "room": room,
+            "entries": [entry_as_dict(e) for e in page.entries],
+            "has_older": page.has_more,
+            "older_before": page.entries[0].seq if page.entries else None,
+            "author": author,
+            "authors": selectors.room_authors(room=room),
+        },
+    )
+
+
+EXPORT_FIELDS = ["seq", "author", "expression", "result", "error", "client_id", "created"]
+EXPORT_BATCH = 1000
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+async def _export_rows(room: Room, author: str | None) -> AsyncIterator[EntryDict]:
+    """Every entry in seq order, a keyset batch at a time: memory stays flat however long."""
+    after = 0
+    while True:
+        page = await sync_to_async(_export_batch)(room, after, author)
+        for row in page[0]:
+            yield row
+        if not page[1]:
+            return
+        after = page[0][-1]["seq"]
+
+
+def _export_batch(room: Room, after: int, author: str | None) -> tuple[list[EntryDict], bool]:
+    page = selectors.entries_after(room=room, after=after, limit=EXPORT_BATCH, author=author)
+    return [entry_as_dict(e) for e in page.entries], page.has_more
+
+
+@require_GET
+@signed_in
+def room_export(request: HttpRequest, slug: str, fmt: str) -> StreamingHttpResponse:
+    room, _access = selectors.room_for_user(slug=slug, user=request.user)
+    author = request.GET.get("author") or None
+    rows = _export_rows(room, author)
+    if fmt == "csv":
+        writer = csv.writer(_Echo())
+
+        async def csv_lines() -> AsyncIterator[str]:
+            yield writer.writerow(EXPORT_FIELDS)
+            async for row in rows:
+                yield writer.writerow(["" if row[f] is None else row[f] for f in EXPORT_FIELDS])
+
+        response = StreamingHttpResponse(csv_lines(), content_type="text/csv; charset=utf-8")
+    else:
+
+        async def json_chunks() -> AsyncIterator[str]:
+            yield '{"room": %s, "entries": [' % json.dumps(room.slug)
+            first = True
+            async for row in rows:
+                yield ("" if first else ",") + json.dumps(row)
+                first = False
+            yield "]}"
+
+        response = StreamingHttpResponse(json_chunks(), content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="{room.slug}-history.{fmt}"'
+    return response
