@@ -110,7 +110,7 @@ def _entry_created(*, room_id: int, entry: Entry) -> None:
     presence_typing_sync(room_id=room_id, username=entry.author.username, typing=False)
 
 
-# --- Rooms and membership ---------------------------------------------------------------------------
+# --- Rooms and membership ----------------------------------------------------------------------
 
 
 def _unique_slug(name: str) -> str:

@@ -220,7 +220,7 @@ def invite_accept(request: HttpRequest, token: str) -> HttpResponse:
     return render(request, "rooms/invite.html", {"token": token})
 
 
-# --- Data routes (entries, presence) ---------------------------------------------------------------
+# --- Data routes (entries, presence) ------------------------------------------------------------
 
 
 def _int_param(request: HttpRequest, name: str) -> int | None:
@@ -378,7 +378,7 @@ def room_export(request: HttpRequest, slug: str, fmt: str) -> StreamingHttpRespo
     else:
 
         async def json_chunks() -> AsyncIterator[str]:
-            yield '{"room": %s, "entries": [' % json.dumps(room.slug)
+            yield '{"room": ' + json.dumps(room.slug) + ', "entries": ['
             first = True
             async for row in rows:
                 yield ("" if first else ",") + json.dumps(row)

@@ -125,14 +125,18 @@ class Socket:
                 return self.close_code
 
     async def nothing(self, kind: str, within: float = 0.5) -> bool:
-        """True if no frame of `kind` arrives within `within` seconds."""
-        with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
-            await self.receive_type(kind, timeout=within)
-            return False
+        """True if no frame of `kind` arrives within `within` seconds (the app keeps running)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while (remaining := deadline - loop.time()) > 0:
+            if await self.communicator.receive_nothing(timeout=remaining):
+                return True
+            if (await self.receive())["type"] == kind:
+                return False
         return True
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             await self.communicator.disconnect()
 
 

@@ -1,9 +1,9 @@
 """Find (or start) the PostgreSQL, Redis and Chromium the test suite runs against.
 
-`python tests/services.py env` prints `export` lines for the Makefile: DATABASE_URL and REDIS_URL
-as given, else the local servers on 5432 and 6379, else throwaway servers started here from the
-installed binaries under var/ (installing Debian's postgresql / redis-server / chromium packages when
-running as root and they are missing). When something cannot be had it says what and how, and exits 1.
+`python tests/services.py` prints `export` lines for the Makefile: DATABASE_URL and REDIS_URL as
+given, else the local servers on 5432 and 6379, else throwaway servers started here from the
+installed binaries (installing Debian's postgresql / redis-server / chromium packages when running
+as root and they are missing). When something cannot be had it says what and how, and exits 1.
 """
 
 from __future__ import annotations
@@ -65,8 +65,10 @@ def ensure_postgres() -> str:
     if not bins and apt_install("postgresql"):
         bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not bins:
-        say("PostgreSQL is missing: set DATABASE_URL, start a server on 127.0.0.1:5432, or "
-            "install it (Debian: `sudo apt-get install postgresql`).")
+        say(
+            "PostgreSQL is missing: set DATABASE_URL, start a server on 127.0.0.1:5432, or "
+            "install it (Debian: `sudo apt-get install postgresql`)."
+        )
         sys.exit(1)
     bindir = Path(bins[-1]).parent
     data = Path("/tmp") / "calcrooms-test-pg"
@@ -77,13 +79,24 @@ def ensure_postgres() -> str:
         if prefix:
             shutil.chown(data, "postgres", "postgres")
         subprocess.run(
-            [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
-             "--auth=trust"], check=True, stdout=subprocess.DEVNULL,
+            [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
     subprocess.run(
-        [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-o",
-         f"-p {THROWAWAY_PG_PORT} -k /tmp -c listen_addresses=127.0.0.1", "start"],
-        check=True, stdout=subprocess.DEVNULL,
+        [
+            *prefix,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(data / "log"),
+            "-o",
+            f"-p {THROWAWAY_PG_PORT} -k /tmp -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     if not wait_for_port(THROWAWAY_PG_PORT):
         say(f"the throwaway PostgreSQL did not start; see {data / 'log'}")
@@ -101,13 +114,27 @@ def ensure_redis() -> str:
     if not shutil.which("redis-server"):
         apt_install("redis-server")
     if not shutil.which("redis-server"):
-        say("Redis is missing: set REDIS_URL, start a server on 127.0.0.1:6379, or install it "
-            "(Debian: `sudo apt-get install redis-server`).")
+        say(
+            "Redis is missing: set REDIS_URL, start a server on 127.0.0.1:6379, or install it "
+            "(Debian: `sudo apt-get install redis-server`)."
+        )
         sys.exit(1)
     subprocess.run(
-        ["redis-server", "--port", str(THROWAWAY_REDIS_PORT), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--daemonize", "yes"],
-        check=True, stdout=subprocess.DEVNULL,
+        [
+            "redis-server",
+            "--port",
+            str(THROWAWAY_REDIS_PORT),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "yes",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
     )
     if not wait_for_port(THROWAWAY_REDIS_PORT):
         say("the throwaway Redis did not start")
@@ -120,8 +147,10 @@ def ensure_chromium() -> str:
     if not Path(path).exists():
         apt_install("chromium")
     if not Path(path).exists():
-        say("Chromium is missing for the browser tests: install Debian's `chromium` package "
-            "(`sudo apt-get install chromium`) or set CHROMIUM_PATH.")
+        say(
+            "Chromium is missing for the browser tests: install Debian's `chromium` package "
+            "(`sudo apt-get install chromium`) or set CHROMIUM_PATH."
+        )
         sys.exit(1)
     return path
 

@@ -1,0 +1,650 @@
+"""Who is online and who is typing, per room: a Redis store and an in-memory twin.
+
+Contract (both stores, same contract tests):
+
+* Every WebSocket connection has its own record, refreshed by a heartbeat and expiring
+  ``ttl_seconds`` after its last refresh. A person with several connections is ONE occupant.
+* ``leave`` removes the record at once; the person stays online while another of their
+  connections remains, otherwise their typing flag is cleared too.
+* Records of a killed process expire on their own. Every call purges the room's expired records
+  and typing flags, and reports ``changed=True`` when that purge altered what the room displays,
+  so a surviving connection's heartbeat can announce the leave.
+* A person is typing until ``typing_ttl_seconds`` after their last typing signal, or until
+  cleared. Only people who are online can be typing: a typing signal from someone who is not
+  online is ignored.
+* ``version`` increases whenever the room's stored presence changes (a connection added or
+  removed, expiry purge, typing on/off) and never decreases. ``changed`` is narrower: the set of
+  online usernames or of typing usernames differs from what the previous call reported.
+
+The Redis store runs each operation as one Lua script (one round trip, atomic), reads the time
+from Redis (``TIME``) so several hosts agree, and keeps one ``redis.asyncio`` client per running
+event loop. Its room keys carry a PEXPIRE slightly longer than the longest record, and are
+deleted as soon as a room is empty, so abandoned rooms leave nothing behind in Redis. Versions
+are derived from Redis server time in microseconds, so they keep increasing even after an empty
+room's keys vanish.
+
+This module does not import Django; ``get_presence_store`` reads settings lazily.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+DEFAULT_TTL_SECONDS = 30.0
+DEFAULT_TYPING_TTL_SECONDS = 5.0
+# Room keys outlive the longest record by this much; records are what decide who is online.
+KEY_SLACK_MS = 1000
+
+Clock = Callable[[], float]
+
+
+# --------------------------------------------------------------------------------------------
+# State objects
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Occupant:
+    username: str
+    typing: bool
+
+
+@dataclass(frozen=True)
+class PresenceState:
+    room_id: int
+    online: tuple[Occupant, ...]
+    version: int
+    changed: bool
+
+    @property
+    def count(self) -> int:
+        return len(self.online)
+
+    def typing_usernames(self) -> tuple[str, ...]:
+        return tuple(o.username for o in self.online if o.typing)
+
+    def as_dict(self, room_slug: str) -> dict[str, Any]:
+        return {
+            "room": room_slug,
+            "online": [{"username": o.username, "typing": o.typing} for o in self.online],
+            "count": self.count,
+        }
+
+
+def _sort_key(username: str) -> tuple[str, str]:
+    return (username.casefold(), username)
+
+
+def build_state(
+    room_id: int,
+    online: Iterable[str],
+    typing: Iterable[str],
+    *,
+    version: int,
+    changed: bool,
+) -> PresenceState:
+    """One occupant per distinct username, sorted by casefolded username."""
+    typing_set = set(typing)
+    occupants = tuple(
+        Occupant(username=name, typing=name in typing_set)
+        for name in sorted(set(online), key=_sort_key)
+    )
+    return PresenceState(room_id=room_id, online=occupants, version=version, changed=changed)
+
+
+class PresenceStore(abc.ABC):
+    """Presence of people in rooms; see the module docstring for the contract."""
+
+    ttl_seconds: float
+    typing_ttl_seconds: float
+
+    @abc.abstractmethod
+    async def join(self, room_id: int, conn_id: str, username: str) -> PresenceState:
+        """Add (or re-add) this connection's record, expiring ``ttl_seconds`` from now."""
+
+    @abc.abstractmethod
+    async def refresh(self, room_id: int, conn_id: str, username: str) -> PresenceState:
+        """Heartbeat: extend this connection's record (re-creating it if it had expired)."""
+
+    @abc.abstractmethod
+    async def leave(self, room_id: int, conn_id: str) -> PresenceState:
+        """Remove this connection's record at once."""
+
+    @abc.abstractmethod
+    async def set_typing(self, room_id: int, username: str, typing: bool) -> PresenceState:
+        """True: typing until ``typing_ttl_seconds`` from now (online people only). False: clear."""
+
+    @abc.abstractmethod
+    async def state(self, room_id: int) -> PresenceState:
+        """The room's state, after purging expired records and typing flags."""
+
+    @abc.abstractmethod
+    async def counts(self, room_ids: Iterable[int]) -> dict[int, int]:
+        """Online person counts for many rooms (no purge; expired records are not counted)."""
+
+    @abc.abstractmethod
+    async def clear(self) -> None:
+        """Remove everything this store holds (for tests)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to close by default
+        """Release resources bound to the current event loop."""
+
+
+def _validate_ttls(ttl_seconds: float, typing_ttl_seconds: float) -> None:
+    if ttl_seconds <= 0 or typing_ttl_seconds <= 0:
+        raise ValueError("ttl_seconds and typing_ttl_seconds must be positive")
+
+
+# --------------------------------------------------------------------------------------------
+# In-memory store (single process)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _MemoryRoom:
+    conns: dict[str, tuple[str, float]]  # conn_id -> (username, expires_at)
+    typing: dict[str, float]  # username -> expires_at
+
+
+class MemoryPresenceStore(PresenceStore):
+    """The same contract in one process's memory (the embedded single-process default).
+
+    Operations never await, so each is atomic on its event loop; a lock makes them atomic
+    across threads too (sync views run them on their own loops).
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl_seconds: float = DEFAULT_TTL_SECONDS,
+        typing_ttl_seconds: float = DEFAULT_TYPING_TTL_SECONDS,
+        clock: Clock | None = None,
+    ) -> None:
+        _validate_ttls(ttl_seconds, typing_ttl_seconds)
+        self.ttl_seconds = float(ttl_seconds)
+        self.typing_ttl_seconds = float(typing_ttl_seconds)
+        self._clock: Clock = clock or time.monotonic
+        self._rooms: dict[int, _MemoryRoom] = {}
+        # Versions outlive empty rooms so they never go backwards.
+        self._versions: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    # Each operation: snapshot what was stored (= what the previous call reported), purge,
+    # apply, drop typing of people no longer online, snapshot again, compare.
+    def _apply(
+        self, room_id: int, op: Callable[[_MemoryRoom, float], bool], keep: str | None = None
+    ) -> PresenceState:
+        room_id = int(room_id)
+        with self._lock:
+            now = self._clock()
+            room = self._rooms.get(room_id) or _MemoryRoom(conns={}, typing={})
+            before_online = {name for name, _ in room.conns.values()}
+            before_typing = set(room.typing) & before_online
+
+            mutated = False
+            for conn_id, (_, expires_at) in list(room.conns.items()):
+                if expires_at <= now and conn_id != keep:
+                    del room.conns[conn_id]
+                    mutated = True
+            for name, expires_at in list(room.typing.items()):
+                if expires_at <= now:
+                    del room.typing[name]
+                    mutated = True
+
+            mutated = op(room, now) or mutated
+
+            after_online = {name for name, _ in room.conns.values()}
+            for name in list(room.typing):
+                if name not in after_online:
+                    del room.typing[name]
+                    mutated = True
+            after_typing = set(room.typing)
+
+            version = self._versions.get(room_id, 0)
+            if mutated:
+                version += 1
+                self._versions[room_id] = version
+            if room.conns:
+                self._rooms[room_id] = room
+            else:
+                self._rooms.pop(room_id, None)
+            changed = before_online != after_online or before_typing != after_typing
+            return build_state(
+                room_id, after_online, after_typing, version=version, changed=changed
+            )
+
+    def _upsert(self, conn_id: str, username: str) -> Callable[[_MemoryRoom, float], bool]:
+        def op(room: _MemoryRoom, now: float) -> bool:
+            previous = room.conns.get(conn_id)
+            room.conns[conn_id] = (username, now + self.ttl_seconds)
+            return previous is None or previous[0] != username
+
+        return op
+
+    async def join(self, room_id: int, conn_id: str, username: str) -> PresenceState:
+        return self._apply(room_id, self._upsert(conn_id, username), keep=conn_id)
+
+    async def refresh(self, room_id: int, conn_id: str, username: str) -> PresenceState:
+        return self._apply(room_id, self._upsert(conn_id, username), keep=conn_id)
+
+    async def leave(self, room_id: int, conn_id: str) -> PresenceState:
+        def op(room: _MemoryRoom, now: float) -> bool:
+            return room.conns.pop(conn_id, None) is not None
+
+        return self._apply(room_id, op)
+
+    async def set_typing(self, room_id: int, username: str, typing: bool) -> PresenceState:
+        def op(room: _MemoryRoom, now: float) -> bool:
+            if not typing:
+                return room.typing.pop(username, None) is not None
+            if not any(name == username for name, _ in room.conns.values()):
+                return False
+            was_typing = username in room.typing
+            room.typing[username] = now + self.typing_ttl_seconds
+            return not was_typing
+
+        return self._apply(room_id, op)
+
+    async def state(self, room_id: int) -> PresenceState:
+        return self._apply(room_id, lambda room, now: False)
+
+    async def counts(self, room_ids: Iterable[int]) -> dict[int, int]:
+        with self._lock:
+            now = self._clock()
+            result: dict[int, int] = {}
+            for room_id in room_ids:
+                room = self._rooms.get(int(room_id))
+                live = set()
+                if room is not None:
+                    live = {name for name, exp in room.conns.values() if exp > now}
+                result[int(room_id)] = len(live)
+            return result
+
+    async def clear(self) -> None:
+        with self._lock:
+            self._rooms.clear()
+            self._versions.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# One redis.asyncio client per running event loop
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _LoopClient:
+    loop: asyncio.AbstractEventLoop
+    client: aioredis.Redis
+    closer: asyncio.Task[None] | None
+    scripts: dict[str, AsyncScript]
+
+
+class LoopLocalRedis:
+    """Hands out one ``redis.asyncio`` client per running event loop; never shares a connection
+    across loops.
+
+    A sync Django view reaches async code through ``async_to_sync``, which may run it on a fresh
+    event loop that is closed right after. Each client therefore comes with a small guard task on
+    its loop: when the loop shuts down (``asyncio.run`` / ``asyncio.Runner`` cancel remaining
+    tasks), the guard closes the client's connections on that loop. Clients of loops that were
+    closed without that courtesy are dropped on the next call.
+    """
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self.url = url
+        self.options: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_connect_timeout": 5,
+            # Every command used here answers at once; a dead peer must not hang a request.
+            "socket_timeout": 5,
+            "health_check_interval": 30,
+            **options,
+        }
+        self._entries: dict[int, _LoopClient] = {}
+        self._lock = threading.Lock()
+
+    def _entry(self) -> _LoopClient:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._entries.get(id(loop))
+            if entry is not None and entry.loop is loop:
+                return entry
+            for key, other in list(self._entries.items()):
+                if other.loop.is_closed():
+                    del self._entries[key]
+            entry = _LoopClient(
+                loop=loop,
+                client=aioredis.Redis.from_url(self.url, **self.options),
+                closer=None,
+                scripts={},
+            )
+            self._entries[id(loop)] = entry
+        # The entry holds the task strongly: asyncio itself only keeps weak references.
+        entry.closer = loop.create_task(self._close_with_loop(entry), name="redis-loop-closer")
+        return entry
+
+    async def _close_with_loop(self, entry: _LoopClient) -> None:
+        try:
+            await asyncio.get_running_loop().create_future()  # until the loop shuts down
+        finally:
+            with self._lock:
+                if self._entries.get(id(entry.loop)) is entry:
+                    del self._entries[id(entry.loop)]
+            await entry.client.aclose()
+
+    def client(self) -> aioredis.Redis:
+        """The client of the running event loop (created on first use)."""
+        return self._entry().client
+
+    def script(self, lua: str) -> tuple[aioredis.Redis, AsyncScript]:
+        """The running loop's client and ``lua`` registered on it."""
+        entry = self._entry()
+        script = entry.scripts.get(lua)
+        if script is None:
+            script = entry.scripts[lua] = entry.client.register_script(lua)
+        return entry.client, script
+
+    async def aclose(self) -> None:
+        """Close the running loop's client (a new one is created on next use)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._entries.get(id(loop))
+            if entry is None or entry.loop is not loop:
+                return
+            del self._entries[id(loop)]
+        if entry.closer is not None:
+            entry.closer.cancel()
+        await entry.client.aclose()
+
+
+def scan_delete_pattern(prefix: str) -> str:
+    """A SCAN MATCH pattern for every key starting with ``prefix`` (glob characters escaped)."""
+    escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix)
+    return escaped + "*"
+
+
+async def delete_matching(client: aioredis.Redis, prefix: str) -> None:
+    """Delete every key starting with ``prefix``."""
+    batch: list[str] = []
+    async for key in client.scan_iter(match=scan_delete_pattern(prefix), count=500):
+        batch.append(key)
+        if len(batch) >= 500:
+            await client.unlink(*batch)
+            batch = []
+    if batch:
+        await client.unlink(*batch)
+
+
+# --------------------------------------------------------------------------------------------
+# Redis store
+# --------------------------------------------------------------------------------------------
+
+# KEYS: conns (ZSET conn_id -> expiry ms), users (HASH conn_id -> username),
+#       typing (ZSET username -> expiry ms), ver (STRING)
+# ARGV: ttl ms, typing ttl ms, key ttl ms, then the operation's own arguments from ARGV[4].
+_LUA_PRELUDE = """
+local conns, users, typing, verkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local ttl_ms = tonumber(ARGV[1])
+local typing_ms = tonumber(ARGV[2])
+local key_ms = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = math.floor(now_us / 1000)
+
+local function online_set()
+  local set, list = {}, {}
+  for _, name in ipairs(redis.call('HVALS', users)) do
+    if not set[name] then
+      set[name] = true
+      list[#list + 1] = name
+    end
+  end
+  return set, list
+end
+
+local function typing_set(online)
+  local set, list = {}, {}
+  for _, name in ipairs(redis.call('ZRANGE', typing, 0, -1)) do
+    if online[name] then
+      set[name] = true
+      list[#list + 1] = name
+    end
+  end
+  return set, list
+end
+
+local function same(a_list, b_set, b_list)
+  if #a_list ~= #b_list then return false end
+  for _, k in ipairs(a_list) do
+    if not b_set[k] then return false end
+  end
+  return true
+end
+
+-- What is stored is what the previous call reported.
+local before_online, before_online_list = online_set()
+local _, before_typing_list = typing_set(before_online)
+local mutated = false
+
+local function purge(keep)
+  for _, c in ipairs(redis.call('ZRANGEBYSCORE', conns, '-inf', now)) do
+    if c ~= keep then
+      redis.call('ZREM', conns, c)
+      redis.call('HDEL', users, c)
+      mutated = true
+    end
+  end
+  if redis.call('ZREMRANGEBYSCORE', typing, '-inf', now) > 0 then
+    mutated = true
+  end
+end
+
+local function upsert(conn, username)
+  purge(conn)
+  local previous = redis.call('HGET', users, conn)
+  redis.call('ZADD', conns, now + ttl_ms, conn)
+  redis.call('HSET', users, conn, username)
+  if previous ~= username then mutated = true end
+end
+"""
+
+_LUA_EPILOGUE = """
+local after_online, after_online_list = online_set()
+for _, name in ipairs(redis.call('ZRANGE', typing, 0, -1)) do
+  if not after_online[name] then
+    redis.call('ZREM', typing, name)
+    mutated = true
+  end
+end
+local after_typing, after_typing_list = typing_set(after_online)
+local changed = not (same(before_online_list, after_online, after_online_list)
+  and same(before_typing_list, after_typing, after_typing_list))
+
+local ver = tonumber(redis.call('GET', verkey) or '0')
+if mutated then
+  ver = math.max(ver + 1, now_us)
+end
+if #after_online_list == 0 then
+  -- Nobody left: no ghost in Redis. Time-based versions stay monotonic without the key.
+  redis.call('DEL', conns, users, typing, verkey)
+  ver = math.max(ver, now_us)
+else
+  if mutated then
+    redis.call('SET', verkey, string.format('%.0f', ver))
+  end
+  redis.call('PEXPIRE', conns, key_ms)
+  redis.call('PEXPIRE', users, key_ms)
+  redis.call('PEXPIRE', typing, key_ms)
+  redis.call('PEXPIRE', verkey, key_ms)
+end
+return {ver, changed and 1 or 0, after_online_list, after_typing_list}
+"""
+
+
+def _lua(body: str) -> str:
+    return _LUA_PRELUDE + body + _LUA_EPILOGUE
+
+
+_LUA_UPSERT = _lua("upsert(ARGV[4], ARGV[5])\n")
+
+_LUA_LEAVE = _lua(
+    """
+purge(nil)
+redis.call('HDEL', users, ARGV[4])
+if redis.call('ZREM', conns, ARGV[4]) == 1 then mutated = true end
+"""
+)
+
+_LUA_TYPING = _lua(
+    """
+purge(nil)
+local username = ARGV[4]
+if ARGV[5] == '1' then
+  local online = online_set()
+  if online[username] then
+    if redis.call('ZADD', typing, now + typing_ms, username) == 1 then mutated = true end
+  end
+else
+  if redis.call('ZREM', typing, username) == 1 then mutated = true end
+end
+"""
+)
+
+_LUA_STATE = _lua("purge(nil)\n")
+
+# KEYS: conns, users of each room in turn. Returns live person counts, purging nothing.
+_LUA_COUNTS = """
+local t = redis.call('TIME')
+local now = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
+local result = {}
+for i = 1, #KEYS, 2 do
+  local seen, n = {}, 0
+  for _, c in ipairs(redis.call('ZRANGEBYSCORE', KEYS[i], '(' .. now, '+inf')) do
+    local name = redis.call('HGET', KEYS[i + 1], c)
+    if name and not seen[name] then
+      seen[name] = true
+      n = n + 1
+    end
+  end
+  result[#result + 1] = n
+end
+return result
+"""
+
+
+class RedisPresenceStore(PresenceStore):
+    """Presence shared by every process through Redis (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        ttl_seconds: float = DEFAULT_TTL_SECONDS,
+        typing_ttl_seconds: float = DEFAULT_TYPING_TTL_SECONDS,
+        clock: Clock | None = None,  # accepted for symmetry; Redis server time is used
+    ) -> None:
+        _validate_ttls(ttl_seconds, typing_ttl_seconds)
+        self.url = url
+        self.prefix = prefix
+        self.ttl_seconds = float(ttl_seconds)
+        self.typing_ttl_seconds = float(typing_ttl_seconds)
+        self._ttl_ms = max(1, round(self.ttl_seconds * 1000))
+        self._typing_ms = max(1, round(self.typing_ttl_seconds * 1000))
+        self._key_ms = max(self._ttl_ms, self._typing_ms) + KEY_SLACK_MS
+        self._redis = LoopLocalRedis(url)
+
+    def room_keys(self, room_id: int) -> list[str]:
+        base = f"{self.prefix}:p:{int(room_id)}"
+        return [f"{base}:conns", f"{base}:users", f"{base}:typing", f"{base}:ver"]
+
+    async def _run(self, lua: str, room_id: int, *args: str) -> PresenceState:
+        client, script = self._redis.script(lua)
+        version, changed, online, typing = await script(
+            keys=self.room_keys(room_id),
+            args=[self._ttl_ms, self._typing_ms, self._key_ms, *args],
+            client=client,
+        )
+        return build_state(
+            int(room_id), online, typing, version=int(version), changed=bool(changed)
+        )
+
+    async def join(self, room_id: int, conn_id: str, username: str) -> PresenceState:
+        return await self._run(_LUA_UPSERT, room_id, conn_id, username)
+
+    async def refresh(self, room_id: int, conn_id: str, username: str) -> PresenceState:
+        return await self._run(_LUA_UPSERT, room_id, conn_id, username)
+
+    async def leave(self, room_id: int, conn_id: str) -> PresenceState:
+        return await self._run(_LUA_LEAVE, room_id, conn_id)
+
+    async def set_typing(self, room_id: int, username: str, typing: bool) -> PresenceState:
+        return await self._run(_LUA_TYPING, room_id, username, "1" if typing else "0")
+
+    async def state(self, room_id: int) -> PresenceState:
+        return await self._run(_LUA_STATE, room_id)
+
+    async def counts(self, room_ids: Iterable[int]) -> dict[int, int]:
+        ids = list(dict.fromkeys(int(r) for r in room_ids))
+        if not ids:
+            return {}
+        keys: list[str] = []
+        for room_id in ids:
+            keys.extend(self.room_keys(room_id)[:2])
+        client, script = self._redis.script(_LUA_COUNTS)
+        values = await script(keys=keys, args=[], client=client)
+        return {room_id: int(n) for room_id, n in zip(ids, values, strict=True)}
+
+    async def clear(self) -> None:
+        await delete_matching(self._redis.client(), f"{self.prefix}:p:")
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+# --------------------------------------------------------------------------------------------
+# Factory
+# --------------------------------------------------------------------------------------------
+
+_store: PresenceStore | None = None
+_store_lock = threading.Lock()
+
+
+def get_presence_store() -> PresenceStore:
+    """The process-wide store: Redis when ``settings.REDIS_URL`` is set, else in memory."""
+    global _store
+    with _store_lock:
+        if _store is None:
+            from django.conf import settings
+
+            url = getattr(settings, "REDIS_URL", None)
+            ttl = float(getattr(settings, "PRESENCE_TTL_SECONDS", DEFAULT_TTL_SECONDS))
+            typing_ttl = float(
+                getattr(settings, "TYPING_EXPIRY_SECONDS", DEFAULT_TYPING_TTL_SECONDS)
+            )
+            if url:
+                _store = RedisPresenceStore(
+                    url,
+                    prefix=getattr(settings, "REDIS_KEY_PREFIX", "") or "calcrooms",
+                    ttl_seconds=ttl,
+                    typing_ttl_seconds=typing_ttl,
+                )
+            else:
+                _store = MemoryPresenceStore(ttl_seconds=ttl, typing_ttl_seconds=typing_ttl)
+        return _store
+
+
+def reset_presence_store() -> None:
+    """Forget the process-wide store (tests; after changing settings)."""
+    global _store
+    with _store_lock:
+        _store = None

@@ -1,0 +1,170 @@
+"""Token buckets: expressions per person per room, typing frames per person per room.
+
+``take(key, capacity=..., refill_per_second=...)`` takes one token from the bucket named ``key``
+and says whether it could. A bucket starts full (``capacity`` tokens) and refills continuously at
+``refill_per_second`` up to ``capacity``. Product uses:
+
+* expressions: capacity 10, refill 1/s; every expression frame takes a token, excess is refused;
+* typing frames: capacity 1, refill 1/s, i.e. at most one per second (excess dropped).
+
+``RedisThrottle`` holds the limit across every process sharing Redis: one Lua script per take
+(atomic, one round trip) on Redis server time; a bucket's key expires once it would be full again,
+since a missing bucket is a full one. ``MemoryThrottle`` is the single-process twin.
+
+This module does not import Django; ``get_throttle`` reads settings lazily.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+import time
+from collections.abc import Callable
+
+from presence.store import LoopLocalRedis, delete_matching
+
+Clock = Callable[[], float]
+
+
+def _validate(capacity: int, refill_per_second: float) -> None:
+    if capacity < 1:
+        raise ValueError("capacity must be at least 1")
+    if not refill_per_second > 0:
+        raise ValueError("refill_per_second must be positive")
+
+
+class Throttle(abc.ABC):
+    @abc.abstractmethod
+    async def take(self, key: str, *, capacity: int, refill_per_second: float) -> bool:
+        """Take one token from bucket ``key``; True if there was one."""
+
+    @abc.abstractmethod
+    async def clear(self) -> None:
+        """Forget every bucket (for tests)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to close by default
+        """Release resources bound to the current event loop."""
+
+
+class MemoryThrottle(Throttle):
+    """Token buckets in this process's memory."""
+
+    _SWEEP_EVERY = 1024
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or time.monotonic
+        # key -> (tokens, updated_at, seconds_until_full_from_updated_at)
+        self._buckets: dict[str, tuple[float, float, float]] = {}
+        self._lock = threading.Lock()
+        self._takes = 0
+
+    async def take(self, key: str, *, capacity: int, refill_per_second: float) -> bool:
+        _validate(capacity, refill_per_second)
+        with self._lock:
+            now = self._clock()
+            tokens, updated, _ = self._buckets.get(key, (float(capacity), now, 0.0))
+            if now > updated:
+                tokens = min(float(capacity), tokens + (now - updated) * refill_per_second)
+            allowed = tokens >= 1
+            if allowed:
+                tokens -= 1
+            full_in = (capacity - tokens) / refill_per_second
+            self._buckets[key] = (tokens, max(now, updated), full_in)
+            self._takes += 1
+            if self._takes % self._SWEEP_EVERY == 0:
+                self._sweep(now)
+            return allowed
+
+    def _sweep(self, now: float) -> None:
+        """Drop buckets that are full again (a missing bucket is a full one)."""
+        for key, (_, updated, full_in) in list(self._buckets.items()):
+            if now >= updated + full_in:
+                del self._buckets[key]
+
+    async def clear(self) -> None:
+        with self._lock:
+            self._buckets.clear()
+
+
+# KEYS: the bucket (HASH tokens, ts in ms). ARGV: capacity, refill per ms.
+_LUA_TAKE = """
+local key = KEYS[1]
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local data = redis.call('HMGET', key, 'tokens', 'ts')
+local tokens = tonumber(data[1])
+local ts = tonumber(data[2])
+if tokens == nil or ts == nil then
+  tokens = capacity
+  ts = now
+end
+if now > ts then
+  tokens = math.min(capacity, tokens + (now - ts) * rate)
+  ts = now
+end
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', key, 'tokens', string.format('%.17g', tokens), 'ts', string.format('%.17g', ts))
+redis.call('PEXPIRE', key, math.max(1, math.ceil((capacity - tokens) / rate)))
+return allowed
+"""
+
+
+class RedisThrottle(Throttle):
+    """Token buckets shared by every process through Redis."""
+
+    def __init__(self, url: str, *, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._redis = LoopLocalRedis(url)
+
+    def bucket_key(self, key: str) -> str:
+        return f"{self.prefix}:t:{key}"
+
+    async def take(self, key: str, *, capacity: int, refill_per_second: float) -> bool:
+        _validate(capacity, refill_per_second)
+        client, script = self._redis.script(_LUA_TAKE)
+        allowed = await script(
+            keys=[self.bucket_key(key)],
+            args=[int(capacity), repr(float(refill_per_second) / 1000.0)],
+            client=client,
+        )
+        return bool(allowed)
+
+    async def clear(self) -> None:
+        await delete_matching(self._redis.client(), f"{self.prefix}:t:")
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+_throttle: Throttle | None = None
+_throttle_lock = threading.Lock()
+
+
+def get_throttle() -> Throttle:
+    """The process-wide throttle: Redis when ``settings.REDIS_URL`` is set, else in memory."""
+    global _throttle
+    with _throttle_lock:
+        if _throttle is None:
+            from django.conf import settings
+
+            url = getattr(settings, "REDIS_URL", None)
+            if url:
+                prefix = getattr(settings, "REDIS_KEY_PREFIX", "") or "calcrooms"
+                _throttle = RedisThrottle(url, prefix=prefix)
+            else:
+                _throttle = MemoryThrottle()
+        return _throttle
+
+
+def reset_throttle() -> None:
+    """Forget the process-wide throttle (tests; after changing settings)."""
+    global _throttle
+    with _throttle_lock:
+        _throttle = None

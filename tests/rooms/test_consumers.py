@@ -1,0 +1,230 @@
+"""The room socket through the real ASGI stack (origin check, session, router) on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+from django.test import Client
+
+from rooms.models import Entry, Membership, Room
+from tests.factories import MembershipFactory, UserFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _seqs(room: Room) -> list[int]:
+    return list(Entry.objects.filter(room=room).order_by("seq").values_list("seq", flat=True))
+
+
+async def test_member_submission_is_stored_and_seen_by_everyone(connect, lobby, alice, bob):
+    alice_ws = await connect(alice, "lobby")
+    bob_ws = await connect(bob, "lobby")
+    client_id = str(uuid.uuid4())
+    await alice_ws.send({"type": "expression", "expression": "12*7", "client_id": client_id})
+    for socket in (alice_ws, bob_ws):
+        frame = await socket.receive_type("entry")
+        assert frame["v"] == 1
+        entry = frame["entry"]
+        assert entry["seq"] == 1
+        assert entry["author"] == "alice"
+        assert entry["expression"] == "12*7"
+        assert entry["result"] == "84"
+        assert entry["error"] is None
+        assert entry["client_id"] == client_id
+        assert entry["created"].endswith("Z")
+    room = await database_sync_to_async(Room.objects.get)(pk=lobby.pk)
+    assert room.last_seq == 1
+
+
+async def test_failed_evaluation_is_stored_with_its_error(connect, lobby, alice):
+    ws = await connect(alice, "lobby")
+    await ws.send({"type": "expression", "expression": "1/0"})
+    entry = (await ws.receive_type("entry"))["entry"]
+    assert entry["result"] is None
+    assert entry["error"] == "division by zero"
+    assert entry["client_id"] is None
+    stored = await database_sync_to_async(Entry.objects.get)(room=lobby, seq=1)
+    assert stored.error == "division by zero"
+
+
+async def test_concurrent_submissions_get_seqs_without_gap_or_duplicate(connect, lobby, db):
+    people = []
+    for n in range(8):
+        user = await database_sync_to_async(UserFactory)(username=f"calc{n}")
+        await database_sync_to_async(MembershipFactory)(room=lobby, user=user)
+        people.append(user)
+    sockets = [await connect(user, "lobby") for user in people]
+    per_socket = 5
+
+    async def burst(socket, n):
+        for i in range(per_socket):
+            await socket.send({"type": "expression", "expression": f"{n}+{i}"})
+
+    await asyncio.gather(*(burst(s, n) for n, s in enumerate(sockets)))
+    total = len(sockets) * per_socket
+    seen = []
+    while len(seen) < total:
+        seen.append((await sockets[0].receive_type("entry", timeout=10))["entry"]["seq"])
+    assert seen == list(range(1, total + 1))  # live order is seq order
+    assert await database_sync_to_async(_seqs)(lobby) == list(range(1, total + 1))
+
+
+async def test_resent_client_id_stores_one_entry_and_answers_the_sender_only(
+    connect, lobby, alice, bob
+):
+    alice_ws = await connect(alice, "lobby")
+    bob_ws = await connect(bob, "lobby")
+    frame = {"type": "expression", "expression": "2+2", "client_id": str(uuid.uuid4())}
+    await alice_ws.send(frame)
+    first = (await alice_ws.receive_type("entry"))["entry"]
+    assert (await bob_ws.receive_type("entry"))["entry"]["seq"] == first["seq"]
+    await alice_ws.send(frame)  # the ws extension resends its queue after a reconnect
+    again = (await alice_ws.receive_type("entry"))["entry"]
+    assert again == first
+    assert await bob_ws.nothing("entry", within=0.5)
+    assert await database_sync_to_async(Entry.objects.filter(room=lobby).count)() == 1
+
+
+async def test_same_client_id_from_another_author_is_a_separate_entry(connect, lobby, alice, bob):
+    client_id = str(uuid.uuid4())
+    alice_ws = await connect(alice, "lobby")
+    bob_ws = await connect(bob, "lobby")
+    await alice_ws.send({"type": "expression", "expression": "1", "client_id": client_id})
+    await alice_ws.receive_type("entry")
+    await bob_ws.send({"type": "expression", "expression": "2", "client_id": client_id})
+    seqs = set()
+    for _ in range(2):
+        seqs.add((await bob_ws.receive_type("entry"))["entry"]["seq"])
+    assert seqs == {1, 2}
+
+
+async def test_stranger_is_refused_at_handshake(connect, lobby, vault, carol):
+    assert not (await connect(carol, "lobby")).connected  # public, but not joined
+    assert not (await connect(carol, "vault")).connected  # private
+    assert not (await connect(carol, "no-such-room")).connected
+
+
+async def test_member_removed_mid_connection_can_no_longer_submit(connect, lobby, alice, bob):
+    bob_ws = await connect(bob, "lobby")
+    await database_sync_to_async(Membership.objects.filter(room=lobby, user=bob).delete)()
+    await bob_ws.send({"type": "expression", "expression": "6*7", "client_id": str(uuid.uuid4())})
+    error = await bob_ws.receive_type("error")
+    assert error["code"] == "forbidden"
+    assert await bob_ws.receive_close() == 4403
+    assert await database_sync_to_async(Entry.objects.filter(room=lobby).count)() == 0
+
+
+async def test_owner_removing_a_member_closes_their_socket(connect, lobby, alice, bob):
+    from rooms.services import member_remove
+
+    bob_ws = await connect(bob, "lobby")
+    await database_sync_to_async(member_remove)(room=lobby, actor=alice, user_id=bob.id)
+    assert await bob_ws.receive_close() == 4403
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ({"type": "expression", "expression": ""}, "empty"),
+        ({"type": "expression", "expression": "   "}, "empty"),
+        ({"type": "expression", "expression": "1+" * 300}, "too_long"),
+        ({"type": "expression", "expression": 42}, "invalid_frame"),
+        ({"type": "expression", "expression": "1", "client_id": "not-a-uuid"}, "invalid_frame"),
+        ({"type": "dance"}, "invalid_frame"),
+        ("not json at all", "invalid_frame"),
+        ("[1, 2, 3]", "invalid_frame"),
+        ("null", "invalid_frame"),
+        ("[" * 60000, "invalid_frame"),  # deep nesting, under the frame limit
+    ],
+)
+async def test_bad_frames_get_an_error_and_store_nothing(connect, lobby, alice, frame, code):
+    ws = await connect(alice, "lobby")
+    await ws.send(frame)
+    error = await ws.receive_type("error")
+    assert error["code"] == code
+    assert error["message"]
+    # the connection survives and still works
+    await ws.send({"type": "expression", "expression": "1+1"})
+    assert (await ws.receive_type("entry"))["entry"]["result"] == "2"
+    assert await database_sync_to_async(Entry.objects.filter(room=lobby).count)() == 1
+
+
+async def test_error_frame_carries_the_client_id(connect, lobby, alice):
+    ws = await connect(alice, "lobby")
+    client_id = str(uuid.uuid4())
+    await ws.send({"type": "expression", "expression": "", "client_id": client_id})
+    error = await ws.receive_type("error")
+    assert error == {
+        "v": 1,
+        "type": "error",
+        "code": "empty",
+        "message": error["message"],
+        "client_id": client_id,
+    }
+
+
+async def test_binary_frame_is_refused_without_closing(connect, lobby, alice):
+    ws = await connect(alice, "lobby")
+    await ws.communicator.send_to(bytes_data=b"\x00\x01")
+    assert (await ws.receive_type("error"))["code"] == "invalid_frame"
+
+
+async def test_oversized_frame_closes_with_1009(connect, lobby, alice):
+    ws = await connect(alice, "lobby")
+    await ws.send(json.dumps({"type": "expression", "expression": "1" * (70 * 1024)}))
+    assert await ws.receive_close() == 1009
+
+
+async def test_eleventh_expression_in_a_burst_is_rate_limited(connect, lobby, alice):
+    ws = await connect(alice, "lobby")
+    for n in range(11):
+        await ws.send({"type": "expression", "expression": f"{n}", "client_id": str(uuid.uuid4())})
+    error = await ws.receive_type("error", timeout=5)
+    assert error["code"] == "rate_limited"
+    assert error["client_id"]
+    count = await database_sync_to_async(Entry.objects.filter(room=lobby).count)()
+    assert count == 10
+
+
+async def test_thirty_refused_frames_close_the_socket_with_1008(connect, lobby, alice):
+    ws = await connect(alice, "lobby")
+    for _ in range(30):
+        await ws.send("garbage")
+    assert await ws.receive_close(timeout=5) == 1008
+
+
+async def test_html_mode_sends_entry_fragments_for_htmx(connect, lobby, alice):
+    ws = await connect(alice, "lobby", html=True)
+    assert ws.subprotocol is None
+    await ws.send({"expression": "0.1+0.2", "HEADERS": {"HX-Request": "true"}})
+    while True:
+        message = await ws.communicator.receive_output(3)
+        if 'id="entries"' in message["text"]:
+            break
+    html = message["text"]
+    assert 'hx-swap-oob="beforeend"' in html
+    assert 'id="entry-1"' in html
+    assert 'data-seq="1"' in html
+    assert ">0.3</output>" in html
+
+
+async def test_logout_closes_that_sessions_socket_with_4401(connect, lobby, alice):
+    client = Client()
+    await database_sync_to_async(client.force_login)(alice)
+    cookie = client.cookies["sessionid"].value
+    ws = await connect(alice, "lobby", cookie=cookie)
+    await database_sync_to_async(client.post)("/accounts/logout/")
+    assert await ws.receive_close() == 4401
+
+
+async def test_sync_frame_on_connect_reports_last_seq(connect, lobby, alice):
+    ws = await connect(alice, "lobby")
+    assert (await ws.receive_type("sync"))["last_seq"] == 0
+    await ws.send({"type": "expression", "expression": "1"})
+    await ws.receive_type("entry")
+    ws2 = await connect(alice, "lobby")
+    assert (await ws2.receive_type("sync"))["last_seq"] == 1
