@@ -296,10 +296,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await self._send(frame)
 
     async def _send_entry(self, entry: dict[str, Any], html: str) -> None:
-        await self._send(json_frame("entry", entry=entry) if self.json_mode else html_entry_frame(html))
+        await self._send(
+            json_frame("entry", entry=entry) if self.json_mode else html_entry_frame(html)
+        )
 
     async def _send_sync(self, last_seq: int) -> None:
-        frame = json_frame("sync", last_seq=last_seq) if self.json_mode else html_sync_frame(last_seq)
+        frame = (
+            json_frame("sync", last_seq=last_seq) if self.json_mode else html_sync_frame(last_seq)
+        )
         await self._send(frame)
 
     async def _send_error(self, code: str, message: str, client_id: str | None) -> None:

@@ -26,9 +26,7 @@ class Access(enum.IntEnum):
 def room_access(*, room: Room, user: User) -> Access:
     if not user.is_authenticated:
         return Access.NONE
-    role = (
-        Membership.objects.filter(room=room, user=user).values_list("role", flat=True).first()
-    )
+    role = Membership.objects.filter(room=room, user=user).values_list("role", flat=True).first()
     if role == Membership.Role.OWNER:
         return Access.OWNER
     if role == Membership.Role.MEMBER:
@@ -85,9 +83,7 @@ def clamp_limit(raw: str | None) -> int:
     return max(1, min(limit, settings.ENTRIES_MAX_LIMIT))
 
 
-def entries_after(
-    *, room: Room, after: int, limit: int, author: str | None = None
-) -> EntryPage:
+def entries_after(*, room: Room, after: int, limit: int, author: str | None = None) -> EntryPage:
     """Entries with seq > after, oldest first (catch-up; an index range scan on (room, seq))."""
     queryset = _entries(room).filter(seq__gt=after)
     if author:

@@ -21,11 +21,7 @@ urlpatterns = [
         name="member_remove",
     ),
     path("rooms/<slug:slug>/history/", views.room_history, name="history"),
-    path(
-        "rooms/<slug:slug>/export.csv", views.room_export, {"fmt": "csv"}, name="export_csv"
-    ),
-    path(
-        "rooms/<slug:slug>/export.json", views.room_export, {"fmt": "json"}, name="export_json"
-    ),
+    path("rooms/<slug:slug>/export.csv", views.room_export, {"fmt": "csv"}, name="export_csv"),
+    path("rooms/<slug:slug>/export.json", views.room_export, {"fmt": "json"}, name="export_json"),
     path("invite/<str:token>/", views.invite_accept, name="invite"),
 ]
