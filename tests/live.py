@@ -1,0 +1,104 @@
+"""Real uvicorn processes serving the app against the test database, for browser and
+multi-process tests. `ServerProcess(...).start()` waits until it answers `/healthz`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_database_url() -> str:
+    """The URL of the database the tests are using (pytest-django's test_ database)."""
+    db = settings.DATABASES["default"]
+    name = connection.settings_dict["NAME"]
+    user = db.get("USER") or ""
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    host = db.get("HOST") or "127.0.0.1"
+    port = db.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{name}"
+
+
+class ServerProcess:
+    """One uvicorn worker process: the same command `make run` uses."""
+
+    def __init__(self, *, port: int | None = None, env: dict[str, str] | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": test_database_url(),
+            "REDIS_URL": settings.REDIS_URL or "",
+            "REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX,
+            "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+            "DJANGO_DEBUG": "0",
+            "DJANGO_SECURE_COOKIES": "0",
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            **(env or {}),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = ROOT / "var" / f"test-server-{self.port}.log"
+
+    def start(self, timeout: float = 30) -> ServerProcess:
+        self.log_path.parent.mkdir(exist_ok=True)
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "uvicorn", "project.asgi:application",
+                "--host", "127.0.0.1", "--port", str(self.port),
+                "--ws-max-size", "65536", "--ws-per-message-deflate", "false",
+                "--lifespan", "off", "--log-level", "warning",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"server did not answer in {timeout}s: {self.log_path.read_text()}")
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies without closing its sockets or cleaning up."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
