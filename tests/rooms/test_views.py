@@ -28,7 +28,7 @@ def fill(room: Room, author, count: int) -> None:
     room.save(update_fields=["last_seq"])
 
 
-# --- Room list and pages ---------------------------------------------------------------------------
+# --- Room list and pages -------------------------------------------------------------------------
 
 
 def test_room_list_shows_my_rooms_and_public_rooms_with_online_counts(alice, bob, lobby, vault):
@@ -123,7 +123,7 @@ def test_signed_out_requests_redirect_or_get_401_json(lobby):
     assert client.get("/rooms/lobby/presence/?format=json").status_code == 401
 
 
-# --- Invites and members ---------------------------------------------------------------------------
+# --- Invites and members -------------------------------------------------------------------------
 
 
 def test_invite_link_lets_a_stranger_into_a_private_room(alice, carol, vault):
@@ -156,7 +156,7 @@ def test_only_the_owner_sees_members_and_removes_them(alice, bob, lobby):
     assert signed_in(bob).get("/rooms/lobby/entries/").status_code == 403
 
 
-# --- Entries ---------------------------------------------------------------------------------------
+# --- Entries -------------------------------------------------------------------------------------
 
 
 def test_entries_after_returns_json_in_seq_order_with_has_more(alice, lobby):
@@ -270,7 +270,7 @@ def test_presence_route_answers_json(alice, lobby):
     assert data == {"room": "lobby", "online": [], "count": 0}
 
 
-# --- History and export ----------------------------------------------------------------------------
+# --- History and export --------------------------------------------------------------------------
 
 
 def test_history_page_filters_by_author(alice, bob, lobby):
