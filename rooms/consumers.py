@@ -13,10 +13,10 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections import deque
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -68,11 +68,20 @@ class RoomConsumer(AsyncWebsocketConsumer):
     json_mode: bool
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
         self.joined = False
+        user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close()  # before accept: the handshake is refused with HTTP 403
             return
+        try:
+            await self._join(user)
+        except Exception:
+            # The database or Redis is down: refuse now; the client retries with backoff.
+            logger.exception("could not open a socket on room %s", self.scope["url_route"])
+            await self._leave()
+            await self.close()
+
+    async def _join(self, user: Any) -> None:
         slug = self.scope["url_route"]["kwargs"]["slug"]
         room = await database_sync_to_async(selectors.room_for_member)(slug=slug, user_id=user.id)
         if room is None:
@@ -90,33 +99,51 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.presence_sent_at = 0.0
         self.presence_flush: asyncio.TimerHandle | None = None
         self.typing_expiry: asyncio.Task[None] | None = None
+        self.heartbeat: asyncio.Task[None] | None = None
 
         await self.channel_layer.group_add(room_group(self.room_id), self.channel_name)
         await self.channel_layer.group_add(user_group(user.id), self.channel_name)
+        self.joined = True
         state = await presence.presence_join(
             room_id=self.room_id, conn_id=self.channel_name, username=self.username
         )
-        self.joined = True
         await self.accept(subprotocol=JSON_SUBPROTOCOL if self.json_mode else None)
         await self._send_presence_state(state)
         await self._send_sync(room.last_seq)
         self.heartbeat = asyncio.create_task(self._heartbeat())
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Route a message to its handler, without Channels' per-message connection cleanup.
+
+        Channels runs `aclose_old_connections()` through the single DB thread before every
+        handler; at fan-out (every socket of a room gets every entry) that hop dominates. Every
+        database call here goes through `database_sync_to_async`, which already closes stale
+        connections before and after its work, so the hop buys nothing.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            logger.warning("ignoring a message of unknown type %r", message.get("type"))
+            return
+        await handler(message)
+
     async def disconnect(self, code: int) -> None:
+        await self._leave()
+
+    async def _leave(self) -> None:
         if not getattr(self, "joined", False):
             return
         self.joined = False
-        for task in (getattr(self, "heartbeat", None), self.typing_expiry):
+        for task in (self.heartbeat, self.typing_expiry):
             if task is not None:
                 task.cancel()
         if self.presence_flush is not None:
             self.presence_flush.cancel()
-        await self.channel_layer.group_discard(room_group(self.room_id), self.channel_name)
-        await self.channel_layer.group_discard(user_group(self.user.id), self.channel_name)
         try:
+            await self.channel_layer.group_discard(room_group(self.room_id), self.channel_name)
+            await self.channel_layer.group_discard(user_group(self.user.id), self.channel_name)
             await presence.presence_leave(room_id=self.room_id, conn_id=self.channel_name)
-        except Exception:  # the record expires on its own within the TTL
-            logger.exception("presence leave failed for room %s", self.room_id)
+        except Exception:  # group membership and the presence record expire on their own
+            logger.exception("leaving room %s failed", self.room_id)
 
     # --- Client frames ----------------------------------------------------------------------------
 
@@ -316,7 +343,3 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def _send(self, text: str) -> None:
         with contextlib.suppress(Exception):  # the socket may be closing under us
             await self.send(text_data=text)
-
-
-def new_conn_id() -> str:
-    return uuid.uuid4().hex

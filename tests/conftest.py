@@ -37,6 +37,17 @@ def _clean_test_redis_keys() -> Any:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_channel_layer() -> Any:
+    """A channel layer per test: channels-redis binds its locks to the event loop that first
+    used them, and every async test runs on a loop of its own."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_stores() -> Any:
     """Presence and throttles start empty in every test."""
     from presence.store import get_presence_store, reset_presence_store
