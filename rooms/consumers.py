@@ -206,14 +206,15 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self._send_entry(payload, entry_html(payload))
 
     async def _on_typing(self, typing: bool) -> None:
-        if typing:
-            allowed = await get_throttle().take(
-                f"typing:{self.user.id}:{self.room_id}",
-                capacity=1,
-                refill_per_second=1 / settings.TYPING_MIN_INTERVAL_SECONDS,
-            )
-            if not allowed:
-                return  # excess typing frames are dropped silently
+        # Typing frames are processed at most once an interval per person per room (a stop may
+        # follow a start at once); the excess is dropped silently.
+        allowed = await get_throttle().take(
+            f"{'typing' if typing else 'typing-stop'}:{self.user.id}:{self.room_id}",
+            capacity=1,
+            refill_per_second=1 / settings.TYPING_MIN_INTERVAL_SECONDS,
+        )
+        if not allowed:
+            return
         if not await database_sync_to_async(selectors.is_member)(
             room_id=self.room_id, user_id=self.user.id
         ):

@@ -15,6 +15,7 @@ urlpatterns = [
     path("rooms/<slug:slug>/entries/", views.room_entries, name="entries"),
     path("rooms/<slug:slug>/presence/", views.room_presence, name="presence"),
     path("rooms/<slug:slug>/members/", views.room_members, name="members"),
+    path("rooms/<slug:slug>/delete/", views.room_delete, name="delete"),
     path(
         "rooms/<slug:slug>/members/<int:user_id>/remove/",
         views.member_remove,

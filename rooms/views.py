@@ -208,6 +208,18 @@ def member_remove(request: HttpRequest, slug: str, user_id: int) -> HttpResponse
     return redirect("rooms:members", slug=room.slug)
 
 
+@require_POST
+@signed_in
+def room_delete(request: HttpRequest, slug: str) -> HttpResponse:
+    room, _access = selectors.room_for_user(slug=slug, user=request.user, need=Access.OWNER)
+    if request.POST.get("confirm") != room.slug:
+        messages.error(request, "Type the room's address to confirm deleting it.")
+        return redirect("rooms:members", slug=room.slug)
+    services.room_delete(room=room, actor=request.user)
+    messages.info(request, f"Deleted {room.name} and its history.")
+    return redirect("rooms:list")
+
+
 @require_http_methods(["GET", "POST"])
 @signed_in
 def invite_accept(request: HttpRequest, token: str) -> HttpResponse:

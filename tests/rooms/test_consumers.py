@@ -228,3 +228,12 @@ async def test_sync_frame_on_connect_reports_last_seq(connect, lobby, alice):
     await ws.receive_type("entry")
     ws2 = await connect(alice, "lobby")
     assert (await ws2.receive_type("sync"))["last_seq"] == 1
+
+
+async def test_deleting_the_room_closes_every_socket_in_it_with_4403(connect, lobby, alice, bob):
+    from rooms.services import room_delete
+
+    sockets = [await connect(alice, "lobby"), await connect(bob, "lobby")]
+    await database_sync_to_async(room_delete)(room=lobby, actor=alice)
+    for socket in sockets:
+        assert await socket.receive_close() == 4403

@@ -315,3 +315,13 @@ def test_membership_is_unique_per_room_and_user(lobby, bob):
     with pytest.raises(IntegrityError), transaction.atomic():
         MembershipFactory(room=lobby, user=bob)
     assert UserFactory(username="zed")
+
+
+def test_owner_deletes_a_room_after_confirming_its_address(alice, bob, lobby):
+    client = signed_in(alice)
+    client.post("/rooms/lobby/delete/", {"confirm": "wrong"})
+    assert Room.objects.filter(slug="lobby").exists()
+    assert signed_in(bob).post("/rooms/lobby/delete/", {"confirm": "lobby"}).status_code == 403
+    client.post("/rooms/lobby/delete/", {"confirm": "lobby"})
+    assert not Room.objects.filter(slug="lobby").exists()
+    assert client.get("/rooms/lobby/").status_code == 404
