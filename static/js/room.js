@@ -76,10 +76,31 @@
     return delay;
   };
 
+  // The extension schedules a retry on every abnormal close, and a reconnect of ours (browser back
+  // online, tab visible) does not cancel it: when that timer fired after we were connected again,
+  // the extension closed the fresh socket (a 1005 close, taken for a final one: input disabled)
+  // and opened another. So its (re)init does nothing while a socket is connecting or open.
+  function socketWrapper() {
+    var data = roomElt["htmx-internal-data"]; // where htmx 2 keeps the extension's wrapper
+    var wrapper = data && data.webSocket;
+    if (wrapper && !wrapper.calcroomsGuarded) {
+      var init = wrapper.init;
+      wrapper.init = function () {
+        var s = this.socket;
+        if (s && (s.readyState === WebSocket.CONNECTING || s.readyState === WebSocket.OPEN)) return;
+        return init.apply(this, arguments);
+      };
+      wrapper.calcroomsGuarded = true;
+    }
+    return wrapper;
+  }
+
   function reconnectNow() {
     if (state.open || state.closedForGood || !state.socket) return;
     state.nextAttemptAt = null;
-    state.socket.reconnect();
+    var wrapper = socketWrapper();
+    if (wrapper) wrapper.init();
+    else state.socket.reconnect();
   }
   window.addEventListener("online", reconnectNow);
   document.addEventListener("visibilitychange", function () {
@@ -100,6 +121,7 @@
 
   document.addEventListener("htmx:wsOpen", function (evt) {
     state.socket = evt.detail.socketWrapper;
+    socketWrapper();
     state.open = true;
     state.opens += 1;
     state.nextAttemptAt = null;
@@ -109,6 +131,7 @@
 
   document.addEventListener("htmx:wsClose", function (evt) {
     state.socket = evt.detail.socketWrapper;
+    socketWrapper();
     state.open = false;
     state.typingActive = false;
     var code = evt.detail.event.code;
