@@ -1,0 +1,54 @@
+"""A broadcast the channel layer drops (as channels-redis does when a channel is full) is healed
+by the page within one sync period: the `sync` frame reveals the gap and the page fetches it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from rooms import services
+from tests.browser.conftest import Pages, entry_rows, expect, in_thread, marker, set_marker
+from tests.live import ServerProcess
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+SYNC_SECONDS = 2
+
+
+@pytest.fixture
+def fast_sync_server() -> ServerProcess:
+    server = ServerProcess(
+        env={"SYNC_INTERVAL_SECONDS": str(SYNC_SECONDS), "PRESENCE_HEARTBEAT_SECONDS": "1"}
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_dropped_broadcast_is_healed_through_sync_within_one_period(
+    pages: Pages, fast_sync_server: ServerProcess, lobby, alice, bob, monkeypatch
+) -> None:
+    context = pages.context_for(bob, base_url=fast_sync_server.url)
+    page = pages.open_page(context, "bob", "/rooms/lobby/")
+    token = set_marker(page)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(services, "send_event", lambda group, event: None)  # the layer drops it
+        in_thread(
+            services.entry_submit, room_id=lobby.id, author=alice, expression="6*7", client_id=None
+        )
+    dropped_at = time.monotonic()
+    expect(page.locator("#entry-1")).to_have_count(0)
+
+    # The next sync (at most one period away) shows last_seq 1 > 0: the page fetches seq 1.
+    expect(page.locator("#entry-1 .result")).to_have_text("42", timeout=(SYNC_SECONDS + 3) * 1000)
+    assert time.monotonic() - dropped_at < SYNC_SECONDS + 3
+
+    # Live delivery goes on from there, in order, once each, without a reload.
+    in_thread(
+        services.entry_submit, room_id=lobby.id, author=alice, expression="1+1", client_id=None
+    )
+    expect(page.locator("#entry-2 .result")).to_have_text("2")
+    assert [row[0] for row in entry_rows(page)] == [1, 2]
+    assert marker(page) == token
