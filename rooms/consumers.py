@@ -141,6 +141,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
         try:
             await self.channel_layer.group_discard(room_group(self.room_id), self.channel_name)
             await self.channel_layer.group_discard(user_group(self.user.id), self.channel_name)
+            if self.typing_expiry is not None:
+                # The tab that was typing is gone: stop showing it now, even if the person
+                # stays online in another tab (which re-announces typing if it is typing).
+                await presence.presence_typing(
+                    room_id=self.room_id, username=self.username, typing=False
+                )
             await presence.presence_leave(room_id=self.room_id, conn_id=self.channel_name)
         except Exception:  # group membership and the presence record expire on their own
             logger.exception("leaving room %s failed", self.room_id)
@@ -206,14 +212,18 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self._send_entry(payload, entry_html(payload))
 
     async def _on_typing(self, typing: bool) -> None:
-        # Typing frames are processed at most once an interval per person per room (a stop may
-        # follow a start at once); the excess is dropped silently.
-        allowed = await get_throttle().take(
-            f"{'typing' if typing else 'typing-stop'}:{self.user.id}:{self.room_id}",
-            capacity=1,
-            refill_per_second=1 / settings.TYPING_MIN_INTERVAL_SECONDS,
-        )
-        if not allowed:
+        # Typing frames are processed at most once an interval per person per room; the excess is
+        # dropped silently. A stop counts only while this connection's typing is on, so stops are
+        # as rare as starts and a meaningful one is never dropped.
+        if typing:
+            allowed = await get_throttle().take(
+                f"typing:{self.user.id}:{self.room_id}",
+                capacity=1,
+                refill_per_second=1 / settings.TYPING_MIN_INTERVAL_SECONDS,
+            )
+            if not allowed:
+                return
+        elif self.typing_expiry is None:
             return
         if not await database_sync_to_async(selectors.is_member)(
             room_id=self.room_id, user_id=self.user.id
@@ -231,6 +241,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def _expire_typing(self) -> None:
         # The store forgets typing after the expiry on its own; this makes the room hear it.
         await asyncio.sleep(settings.TYPING_EXPIRY_SECONDS + 0.05)
+        self.typing_expiry = None
         await presence.presence_check(room_id=self.room_id)
 
     async def _refuse(self, code: str, message: str, client_id: str | None) -> None:

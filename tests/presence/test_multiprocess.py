@@ -1,0 +1,183 @@
+"""Two uvicorn processes sharing Redis and PostgreSQL: one room across both, then one killed.
+
+The servers run with a 3 s presence TTL and a 1 s heartbeat so that a SIGKILLed process's ghosts
+are gone within seconds; clients are plain `websockets` connections, as a browser's would be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connections
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Origin, Subprotocol
+
+from accounts.models import User
+from tests.conftest import session_cookie
+from tests.live import ServerProcess
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not settings.REDIS_URL, reason="several processes share Redis"),
+]
+
+TTL = 3
+HEARTBEAT = 1
+SERVER_ENV = {"PRESENCE_TTL_SECONDS": str(TTL), "PRESENCE_HEARTBEAT_SECONDS": str(HEARTBEAT)}
+
+Frame = dict[str, Any]
+
+
+@pytest.fixture
+def servers(lobby) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Servers A and B, started side by side once lobby and its people are committed."""
+    pair = (ServerProcess(env=SERVER_ENV), ServerProcess(env=SERVER_ENV))
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(ServerProcess.start, pair))
+        yield pair
+    finally:
+        for server in pair:
+            server.stop()
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+class Client:
+    """One person's socket on one server, in JSON mode."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    async def send(self, frame: Frame) -> None:
+        await self.ws.send(json.dumps(frame))
+
+    async def next(
+        self, kind: str, predicate: Callable[[Frame], bool] = lambda f: True, within: float = 5
+    ) -> Frame:
+        """The first frame of `kind` matching `predicate` within `within` seconds."""
+        seen: list[Frame] = []
+        try:
+            async with asyncio.timeout(within):
+                while True:
+                    frame = json.loads(await self.ws.recv())
+                    seen.append(frame)
+                    if frame["type"] == kind and predicate(frame):
+                        return frame
+        except TimeoutError:
+            pytest.fail(f"no matching {kind} frame within {within}s; saw {seen}")
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+def _session_cookie(user: User) -> str:
+    try:
+        return session_cookie(user)
+    finally:
+        connections.close_all()  # no idle connection may outlive the test database
+
+
+async def join(server: ServerProcess, user: User) -> Client:
+    cookie = await sync_to_async(_session_cookie)(user)
+    ws = await connect(
+        f"ws://127.0.0.1:{server.port}/ws/rooms/lobby/",
+        origin=Origin(server.url),
+        additional_headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={cookie}"},
+        subprotocols=[Subprotocol("calcrooms.v1.json")],
+        open_timeout=5,
+    )
+    assert ws.subprotocol == "calcrooms.v1.json"
+    return Client(ws)
+
+
+def online(frame: Frame) -> dict[str, bool]:
+    return {person["username"]: person["typing"] for person in frame["online"]}
+
+
+def everyone(*names: str) -> Callable[[Frame], bool]:
+    return lambda frame: set(online(frame)) == set(names)
+
+
+async def presence_keys(client: aioredis.Redis) -> list[str]:
+    return [key async for key in client.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}:p:*")]
+
+
+async def test_people_on_two_processes_share_entries_presence_and_typing(
+    servers, lobby, alice, bob
+):
+    server_a, server_b = servers
+    alice_ws = await join(server_a, alice)
+    bob_ws = await join(server_b, bob)
+    try:
+        for ws in (alice_ws, bob_ws):
+            frame = await ws.next("presence", everyone("alice", "bob"), within=3)
+            assert frame["count"] == 2
+
+        client_id = str(uuid.uuid4())
+        await alice_ws.send({"type": "expression", "expression": "2**10", "client_id": client_id})
+        mine = (await alice_ws.next("entry"))["entry"]
+        theirs = (await bob_ws.next("entry"))["entry"]
+        assert theirs == mine
+        assert (theirs["seq"], theirs["author"], theirs["result"]) == (1, "alice", "1024")
+        assert theirs["client_id"] == client_id
+
+        await bob_ws.send({"type": "typing"})
+        await alice_ws.next("presence", lambda f: online(f).get("bob") is True, within=2.5)
+        await bob_ws.send({"type": "typing.stop"})
+        await alice_ws.next("presence", lambda f: online(f).get("bob") is False, within=2.5)
+    finally:
+        await alice_ws.close()
+        await bob_ws.close()
+
+
+async def test_a_killed_process_leaves_no_ghost_in_the_room_or_in_redis(
+    servers, lobby, alice, bob, redis_client
+):
+    server_a, server_b = servers
+    alice_ws = await join(server_a, alice)
+    bob_ws = await join(server_b, bob)
+    users_key = f"{settings.REDIS_KEY_PREFIX}:p:{lobby.id}:users"
+    conns_key = f"{settings.REDIS_KEY_PREFIX}:p:{lobby.id}:conns"
+    try:
+        await bob_ws.next("presence", everyone("alice", "bob"), within=3)
+        await alice_ws.send({"type": "typing"})  # a ghost that was typing must go too
+        await bob_ws.next("presence", lambda f: online(f).get("alice") is True, within=2.5)
+        assert sorted((await redis_client.hgetall(users_key)).values()) == ["alice", "bob"]
+
+        server_a.kill()  # SIGKILL: no close frame, no leave, records stay behind
+        killed = time.monotonic()
+        frame = await bob_ws.next("presence", everyone("bob"), within=TTL + 5)
+        assert frame["online"] == [{"username": "bob", "typing": False}]
+        assert time.monotonic() - killed <= TTL + 5
+
+        # Only bob's connection is left in the room's records, and nothing else under p:.
+        users = await redis_client.hgetall(users_key)
+        assert list(users.values()) == ["bob"]
+        assert await redis_client.zrange(conns_key, 0, -1) == list(users)
+        prefix = f"{settings.REDIS_KEY_PREFIX}:p:{lobby.id}:"
+        assert all(key.startswith(prefix) for key in await presence_keys(redis_client))
+    finally:
+        await bob_ws.close()
+
+    # bob leaves cleanly: the empty room leaves nothing behind.
+    for _ in range(20):  # up to 2 s for server B to process the close
+        if not (keys := await presence_keys(redis_client)):
+            break
+        await asyncio.sleep(0.1)
+    assert keys == []
