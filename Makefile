@@ -30,7 +30,7 @@ test: install
 	$(BIN)/ruff check . && \
 	$(BIN)/ruff format --check . && \
 	$(BIN)/python -m pytest -m "not browser" && \
-	$(BIN)/python -m pytest -m browser -p no:asyncio
+	$(BIN)/python -m pytest -m browser -p no:asyncio -W ignore::pytest.PytestConfigWarning
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
