@@ -19,6 +19,7 @@ install: $(VENV)/.installed
 
 run: install
 	@export DJANGO_DEBUG=$${DJANGO_DEBUG:-1}; \
+	$(BIN)/python manage.py ensure_database && \
 	$(BIN)/python manage.py migrate --noinput && \
 	$(BIN)/python manage.py load_demo && \
 	echo "Calcrooms is at http://$(HOST):$(PORT)/" && \
