@@ -288,6 +288,9 @@ class _LoopClient:
     scripts: dict[str, AsyncScript]
 
 
+REDIS_MAX_CONNECTIONS = 50  # per event loop (in a server: per process)
+
+
 class LoopLocalRedis:
     """Hands out one ``redis.asyncio`` client per running event loop; never shares a connection
     across loops.
@@ -323,7 +326,13 @@ class LoopLocalRedis:
                     del self._entries[key]
             entry = _LoopClient(
                 loop=loop,
-                client=aioredis.Redis.from_url(self.url, **self.options),
+                # A blocking pool waits for a free connection instead of failing when a burst
+                # (hundreds of sockets closing at once) wants more than it holds.
+                client=aioredis.Redis.from_pool(
+                    aioredis.BlockingConnectionPool.from_url(
+                        self.url, max_connections=REDIS_MAX_CONNECTIONS, timeout=10, **self.options
+                    )
+                ),
                 closer=None,
                 scripts={},
             )

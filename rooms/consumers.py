@@ -138,18 +138,24 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 task.cancel()
         if self.presence_flush is not None:
             self.presence_flush.cancel()
-        try:
-            await self.channel_layer.group_discard(room_group(self.room_id), self.channel_name)
-            await self.channel_layer.group_discard(user_group(self.user.id), self.channel_name)
-            if self.typing_expiry is not None:
-                # The tab that was typing is gone: stop showing it now, even if the person
-                # stays online in another tab (which re-announces typing if it is typing).
-                await presence.presence_typing(
-                    room_id=self.room_id, username=self.username, typing=False
-                )
-            await presence.presence_leave(room_id=self.room_id, conn_id=self.channel_name)
-        except Exception:  # group membership and the presence record expire on their own
-            logger.exception("leaving room %s failed", self.room_id)
+        # Each step on its own: the room must hear the leave even if Redis refused a discard.
+        # (What fails here expires on its own: presence after its TTL, groups after a day.)
+        steps = [
+            self.channel_layer.group_discard(room_group(self.room_id), self.channel_name),
+            self.channel_layer.group_discard(user_group(self.user.id), self.channel_name),
+        ]
+        if self.typing_expiry is not None:
+            # The tab that was typing is gone: stop showing it now, even if the person stays
+            # online in another tab (which re-announces typing if it is typing).
+            steps.append(
+                presence.presence_typing(room_id=self.room_id, username=self.username, typing=False)
+            )
+        steps.append(presence.presence_leave(room_id=self.room_id, conn_id=self.channel_name))
+        for step in steps:
+            try:
+                await step
+            except Exception:
+                logger.exception("leaving room %s: a step failed", self.room_id)
 
     # --- Client frames ----------------------------------------------------------------------------
 

@@ -57,7 +57,8 @@ class Membership(models.Model):
 
 
 class Entry(models.Model):
-    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="entries")
+    # No index of its own: (room, seq) leads with room and serves every lookup by room.
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="entries", db_index=False)
     seq = models.BigIntegerField()
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="entries"

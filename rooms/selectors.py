@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet
+from django.db import connection
+from django.db.models import QuerySet
 from django.http import Http404
 
 from accounts.models import User
@@ -64,8 +65,19 @@ def room_last_seq(*, room_id: int) -> int:
     return Room.objects.filter(pk=room_id).values_list("last_seq", flat=True).first() or 0
 
 
-def _entries(room: Room) -> QuerySet[Entry]:
-    return Entry.objects.filter(room=room).select_related("author")
+ENTRY_FIELDS = ("seq", "client_id", "expression", "result", "error", "created", "author__username")
+
+
+def _entries(room: Room, author: str | None = None) -> QuerySet[Entry]:
+    """A room's entries with just what the wire shows (not the author's whole user row).
+
+    An author filter goes by id, so the (room, author, seq) index serves it.
+    """
+    queryset = Entry.objects.filter(room=room).select_related("author").only(*ENTRY_FIELDS)
+    if author:
+        author_id = User.objects.filter(username=author).values_list("id", flat=True).first()
+        queryset = queryset.filter(author_id=author_id if author_id is not None else -1)
+    return queryset
 
 
 @dataclass(frozen=True)
@@ -85,9 +97,7 @@ def clamp_limit(raw: str | None) -> int:
 
 def entries_after(*, room: Room, after: int, limit: int, author: str | None = None) -> EntryPage:
     """Entries with seq > after, oldest first (catch-up; an index range scan on (room, seq))."""
-    queryset = _entries(room).filter(seq__gt=after)
-    if author:
-        queryset = queryset.filter(author__username=author)
+    queryset = _entries(room, author).filter(seq__gt=after)
     rows = list(queryset.order_by("seq")[: limit + 1])
     return EntryPage(entries=rows[:limit], has_more=len(rows) > limit)
 
@@ -96,11 +106,9 @@ def entries_before(
     *, room: Room, before: int | None, limit: int, author: str | None = None
 ) -> EntryPage:
     """The `limit` entries just before seq `before` (all of the newest when None), oldest first."""
-    queryset = _entries(room)
+    queryset = _entries(room, author)
     if before is not None:
         queryset = queryset.filter(seq__lt=before)
-    if author:
-        queryset = queryset.filter(author__username=author)
     rows = list(queryset.order_by("-seq")[: limit + 1])
     has_more = len(rows) > limit
     rows = rows[:limit]
@@ -124,10 +132,27 @@ def room_members(*, room: Room) -> QuerySet[Membership]:
     return room.memberships.select_related("user").order_by("-role", "user__username")
 
 
+# A loose index scan over (room, author, seq): one index probe per distinct author, instead of
+# reading every entry of the room (171 ms -> under 1 ms at a million entries, bench/after_query).
+_AUTHOR_IDS_SQL = """
+WITH RECURSIVE authors(author_id) AS (
+    SELECT (SELECT author_id FROM rooms_entry WHERE room_id = %(room)s
+            ORDER BY author_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.author_id FROM rooms_entry e
+            WHERE e.room_id = %(room)s AND e.author_id > authors.author_id
+            ORDER BY e.author_id LIMIT 1)
+    FROM authors WHERE authors.author_id IS NOT NULL
+)
+SELECT author_id FROM authors WHERE author_id IS NOT NULL
+"""
+
+
 def room_authors(*, room: Room) -> list[str]:
+    """Everyone who ever wrote in the room (members or not any more), by name."""
+    with connection.cursor() as cursor:
+        cursor.execute(_AUTHOR_IDS_SQL, {"room": room.pk})
+        ids = [row[0] for row in cursor.fetchall()]
     return list(
-        User.objects.filter(Q(entries__room=room))
-        .order_by("username")
-        .values_list("username", flat=True)
-        .distinct()
+        User.objects.filter(id__in=ids).order_by("username").values_list("username", flat=True)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import pytest
@@ -276,9 +277,16 @@ def test_presence_route_answers_json(alice, lobby):
 def test_history_page_filters_by_author(alice, bob, lobby):
     entry_submit(room_id=lobby.id, author=alice, expression="1+1", client_id=None)
     entry_submit(room_id=lobby.id, author=bob, expression="2+2", client_id=None)
+    carol = UserFactory(username="carol")
+    MembershipFactory(room=lobby, user=carol)
+    entry_submit(room_id=lobby.id, author=carol, expression="3+3", client_id=None)
+    Membership.objects.filter(room=lobby, user=carol).delete()  # left, but wrote here
     body = signed_in(alice).get("/rooms/lobby/history/?author=bob").content.decode()
     assert 'id="entry-2"' in body
     assert 'id="entry-1"' not in body
+    assert re.findall(r'<option value="(\w+)"', body) == ["alice", "bob", "carol"]
+    nobody = signed_in(alice).get("/rooms/lobby/history/?author=nobody").content.decode()
+    assert "entry-" not in nobody
 
 
 def test_history_downloads_stream_every_entry_as_csv_and_json(alice, lobby):
