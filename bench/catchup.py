@@ -9,9 +9,9 @@ every run). K = 10, 100 and 1,000; the baseline is K = 0 (connect plus one empty
 the same run. Reported: median and p95, and the ratios to the baseline.
 
 Two servers run side by side and every measurement takes turns between them (in a shuffled order):
-the app as configured (CONN_MAX_AGE=0: a new database connection for every request and every
-`database_sync_to_async` call) and the same app with Django's psycopg pool turned on through the
-URL (`DATABASE_URL=...?pool=true`; --no-pool-variant skips it).
+the baseline with `DATABASE_POOL=0` (CONN_MAX_AGE=0: a new database connection for every request
+and every `database_sync_to_async` call) and the app as shipped, with Django's psycopg pool
+(--no-pool-variant skips the pooled run).
 
 Also:
 - a live-merge check: while a client catches up on 1,000 entries, another member submits 5
@@ -533,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-pool-variant",
         action="store_true",
-        help="only the server as configured (skip the second run with DATABASE_URL ?pool=true)",
+        help="only the connect-per-request baseline (skip the pooled server, the default config)",
     )
     parser.add_argument("--keep-db", action="store_true", help=f"keep the {DB_NAME} database")
     args = parser.parse_args(argv)
@@ -554,11 +554,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     servers = {
         variant: BenchServer(
             {
-                "DATABASE_URL": os.environ["DATABASE_URL"] + suffix,
+                "DATABASE_URL": os.environ["DATABASE_URL"],
                 "EXPRESSION_BUCKET_CAPACITY": "100000",
+                **extra_env,
             }
         )
-        for variant, suffix in variants.items()
+        for variant, extra_env in variants.items()
     }
     try:
         setup = setup_rooms([0, *args.sizes])
