@@ -177,7 +177,12 @@
   function onError(code, clientId) {
     // Refused submissions were not stored: drop them from pending (the person sees why).
     // `unavailable` means the server could not store it now: keep it for the next reconnect.
-    if (clientId && code !== "unavailable") state.pending.delete(clientId);
+    if (clientId && code !== "unavailable" && state.pending.has(clientId)) {
+      // Give the refused expression back to its author to fix or send again.
+      var refused = JSON.parse(state.pending.get(clientId));
+      state.pending.delete(clientId);
+      if (!input.value) input.value = refused.expression;
+    }
     clearTimeout(onError.timer);
     onError.timer = setTimeout(function () {
       errorsElt.innerHTML = "";
