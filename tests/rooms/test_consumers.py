@@ -237,3 +237,27 @@ async def test_deleting_the_room_closes_every_socket_in_it_with_4403(connect, lo
     await database_sync_to_async(room_delete)(room=lobby, actor=alice)
     for socket in sockets:
         assert await socket.receive_close() == 4403
+
+
+async def test_database_outage_answers_unavailable_and_keeps_the_socket(
+    connect, lobby, alice, monkeypatch
+):
+    from django.db import OperationalError
+
+    from rooms import services
+
+    ws = await connect(alice, "lobby")
+    real_submit = services.entry_submit
+
+    def database_down(**kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(services, "entry_submit", database_down)
+    client_id = str(uuid.uuid4())
+    await ws.send({"type": "expression", "expression": "1+1", "client_id": client_id})
+    error = await ws.receive_type("error")
+    assert (error["code"], error["client_id"]) == ("unavailable", client_id)
+
+    monkeypatch.setattr(services, "entry_submit", real_submit)  # the database is back
+    await ws.send({"type": "expression", "expression": "1+1", "client_id": client_id})
+    assert (await ws.receive_type("entry"))["entry"]["client_id"] == client_id
