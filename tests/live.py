@@ -3,6 +3,8 @@ multi-process tests. `ServerProcess(...).start()` waits until it answers `/healt
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import socket
@@ -10,10 +12,16 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection
+from django.db import connection, connections
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Origin, Subprotocol
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,3 +110,59 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# --- WebSocket clients of a ServerProcess ------------------------------------------------------
+
+Frame = dict[str, Any]
+
+
+class Client:
+    """One person's socket on one server, in JSON mode."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    async def send(self, frame: Frame) -> None:
+        await self.ws.send(json.dumps(frame))
+
+    async def next(
+        self, kind: str, predicate: Callable[[Frame], bool] = lambda f: True, within: float = 5
+    ) -> Frame:
+        """The first frame of `kind` matching `predicate` within `within` seconds."""
+        seen: list[Frame] = []
+        try:
+            async with asyncio.timeout(within):
+                while True:
+                    frame = json.loads(await self.ws.recv())
+                    seen.append(frame)
+                    if frame["type"] == kind and predicate(frame):
+                        return frame
+        except TimeoutError:
+            pytest.fail(f"no matching {kind} frame within {within}s; saw {seen}")
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+def _session_cookie(user: Any) -> str:
+    from tests.conftest import session_cookie
+
+    try:
+        return session_cookie(user)
+    finally:
+        connections.close_all()  # no idle connection may outlive the test database
+
+
+async def join(server: ServerProcess, user: Any) -> Client:
+    """`user`'s JSON-mode socket on lobby, through `server`."""
+    cookie = await sync_to_async(_session_cookie)(user)
+    ws = await connect(
+        f"ws://127.0.0.1:{server.port}/ws/rooms/lobby/",
+        origin=Origin(server.url),
+        additional_headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={cookie}"},
+        subprotocols=[Subprotocol("calcrooms.v1.json")],
+        open_timeout=5,
+    )
+    assert ws.subprotocol == "calcrooms.v1.json"
+    return Client(ws)

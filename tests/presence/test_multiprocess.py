@@ -7,7 +7,6 @@ are gone within seconds; clients are plain `websockets` connections, as a browse
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,15 +15,9 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connections
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.typing import Origin, Subprotocol
 
-from accounts.models import User
-from tests.conftest import session_cookie
-from tests.live import ServerProcess
+from tests.live import ServerProcess, join
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -56,54 +49,6 @@ async def redis_client() -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
     yield client
     await client.aclose()
-
-
-class Client:
-    """One person's socket on one server, in JSON mode."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-
-    async def send(self, frame: Frame) -> None:
-        await self.ws.send(json.dumps(frame))
-
-    async def next(
-        self, kind: str, predicate: Callable[[Frame], bool] = lambda f: True, within: float = 5
-    ) -> Frame:
-        """The first frame of `kind` matching `predicate` within `within` seconds."""
-        seen: list[Frame] = []
-        try:
-            async with asyncio.timeout(within):
-                while True:
-                    frame = json.loads(await self.ws.recv())
-                    seen.append(frame)
-                    if frame["type"] == kind and predicate(frame):
-                        return frame
-        except TimeoutError:
-            pytest.fail(f"no matching {kind} frame within {within}s; saw {seen}")
-
-    async def close(self) -> None:
-        await self.ws.close()
-
-
-def _session_cookie(user: User) -> str:
-    try:
-        return session_cookie(user)
-    finally:
-        connections.close_all()  # no idle connection may outlive the test database
-
-
-async def join(server: ServerProcess, user: User) -> Client:
-    cookie = await sync_to_async(_session_cookie)(user)
-    ws = await connect(
-        f"ws://127.0.0.1:{server.port}/ws/rooms/lobby/",
-        origin=Origin(server.url),
-        additional_headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={cookie}"},
-        subprotocols=[Subprotocol("calcrooms.v1.json")],
-        open_timeout=5,
-    )
-    assert ws.subprotocol == "calcrooms.v1.json"
-    return Client(ws)
 
 
 def online(frame: Frame) -> dict[str, bool]:
