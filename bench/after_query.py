@@ -182,7 +182,8 @@ def session_cookie(user: Any) -> str:
 class BenchServer:
     """One uvicorn process serving the app from the bench database (the command `make run` uses)."""
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, *, deflate: bool = False) -> None:
+        self.deflate = deflate  # permessage-deflate: off as shipped (see bench/memory.py)
         self.port = free_port()
         self.host = "127.0.0.1"
         self.origin = f"http://{self.host}:{self.port}"
@@ -198,7 +199,8 @@ class BenchServer:
                 [
                     PYTHON, "-m", "uvicorn", "project.asgi:application",
                     "--host", self.host, "--port", str(self.port),
-                    "--ws-max-size", "65536", "--ws-per-message-deflate", "false",
+                    "--ws-max-size", "65536",
+                    "--ws-per-message-deflate", "true" if self.deflate else "false",
                     "--lifespan", "off", "--log-level", "warning", "--no-access-log",
                 ],
                 cwd=ROOT,

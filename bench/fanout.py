@@ -14,6 +14,7 @@ import asyncio
 import json
 import math
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -53,6 +54,27 @@ def setup_database() -> str:
 
     call_command("migrate", verbosity=0)
     return url
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cleanup() -> None:
+    """Drop the bench database and every Redis key under the bench's prefix."""
+    import psycopg
+    import redis
+    from django.db import connections
+
+    connections.close_all()
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=f"{PREFIX}*", count=1000):
+        client.delete(key)
+    client.close()
 
 
 def make_people() -> tuple[str, str]:
@@ -148,20 +170,23 @@ def main() -> None:
     setup_database()
     sender_cookie, watcher_cookie = make_people()
     results = {}
-    for label, app in (
-        ("stock dispatch (baseline)", "bench.stock_dispatch_asgi:application"),
-        ("product dispatch", "project.asgi:application"),
-    ):
-        port = 8700 + len(results)
-        server = start_server(app, port)
-        try:
-            latencies = asyncio.run(
-                measure(port, sender_cookie, watcher_cookie, args.sockets, args.rounds)
-            )
-        finally:
-            server.terminate()
-            server.wait(10)
-        results[label] = summary(latencies)
+    try:
+        for label, app in (
+            ("stock dispatch (baseline)", "bench.stock_dispatch_asgi:application"),
+            ("product dispatch", "project.asgi:application"),
+        ):
+            port = free_port()
+            server = start_server(app, port)
+            try:
+                latencies = asyncio.run(
+                    measure(port, sender_cookie, watcher_cookie, args.sockets, args.rounds)
+                )
+            finally:
+                server.terminate()
+                server.wait(10)
+            results[label] = summary(latencies)
+    finally:
+        cleanup()
     print(f"fan-out to {args.sockets} sockets, {args.rounds} submissions each")
     print(f"{'variant':30} {'median ms':>10} {'p95 ms':>10}")
     for label, (median, p95) in results.items():
