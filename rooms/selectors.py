@@ -48,7 +48,9 @@ def room_for_user(*, slug: str, user: User, need: Access = Access.MEMBER) -> tup
     if access == Access.NONE:
         raise Http404("No such room.")
     if access < need:
-        raise PermissionDenied("Join this room first.")
+        if access < Access.MEMBER:
+            raise PermissionDenied("Join this room first.")
+        raise PermissionDenied("Only the room's owner can do that.")
     return room, access
 
 

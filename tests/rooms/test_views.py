@@ -333,3 +333,15 @@ def test_owner_deletes_a_room_after_confirming_its_address(alice, bob, lobby):
     client.post("/rooms/lobby/delete/", {"confirm": "lobby"})
     assert not Room.objects.filter(slug="lobby").exists()
     assert client.get("/rooms/lobby/").status_code == 404
+
+
+def test_not_found_and_forbidden_pages_explain_themselves(carol, bob, vault, lobby, settings):
+    settings.DEBUG = False
+    client = signed_in(carol)
+    missing = client.get("/rooms/vault/")
+    assert missing.status_code == 404
+    assert b"invite link" in missing.content
+    forbidden = signed_in(bob).get("/rooms/lobby/members/")
+    assert forbidden.status_code == 403
+    assert b"Not allowed" in forbidden.content
+    assert b"Only the room&#x27;s owner can do that." in forbidden.content
