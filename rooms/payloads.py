@@ -34,8 +34,30 @@ def entry_as_dict(entry: Entry) -> EntryDict:
 
 
 def entry_html(entry: EntryDict) -> str:
-    """The entry as the page shows it (`#entry-<seq>` with `data-seq`)."""
-    return render_to_string("rooms/partials/entry.html", {"entry": entry})
+    """The entry as the page shows it (`#entry-<seq>` with `data-seq`).
+
+    Built here rather than in a template: this is the one markup of an entry (pages use it through
+    the `entry_html` filter), and a catch-up page renders hundreds of them (500 entries: 32 ms
+    through the template engine, a few ms this way).
+    """
+    failed = entry["error"] is not None
+    client = f' data-client-id="{escape(entry["client_id"])}"' if entry["client_id"] else ""
+    if failed:
+        outcome = f'<span class="error-text">{escape(entry["error"])}</span>'
+    else:
+        result = escape(entry["result"])
+        outcome = f'<span class="equals">=</span> <output class="result">{result}</output>'
+    created = escape(entry["created"])
+    return (
+        f'<article class="entry{" failed" if failed else ""}" id="entry-{int(entry["seq"])}" '
+        f'data-seq="{int(entry["seq"])}" data-author="{escape(entry["author"])}"{client}>\n'
+        f'  <span class="seq">#{int(entry["seq"])}</span>\n'
+        f'  <span class="author">{escape(entry["author"])}</span>\n'
+        f'  <code class="expression">{escape(entry["expression"])}</code>\n'
+        f"  {outcome}\n"
+        f'  <time datetime="{created}">{created[11:19]}</time>\n'
+        "</article>\n"
+    )
 
 
 def entries_html(entries: Iterable[EntryDict]) -> str:

@@ -345,3 +345,13 @@ def test_not_found_and_forbidden_pages_explain_themselves(carol, bob, vault, lob
     assert forbidden.status_code == 403
     assert b"Not allowed" in forbidden.content
     assert b"Only the room&#x27;s owner can do that." in forbidden.content
+
+
+def test_hostile_expression_text_is_shown_escaped_everywhere(alice, lobby):
+    hostile = '<img src=x onerror="alert(1)">'
+    entry_submit(room_id=lobby.id, author=alice, expression=hostile, client_id=None)
+    client = signed_in(alice)
+    for url in ("/rooms/lobby/", "/rooms/lobby/entries/?after=0", "/rooms/lobby/history/"):
+        body = client.get(url).content.decode()
+        assert "<img" not in body, url
+        assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in body, url

@@ -1,0 +1,17 @@
+"""Template filters for room pages."""
+
+from __future__ import annotations
+
+from django import template
+from django.utils.safestring import SafeString, mark_safe
+
+from rooms import payloads
+from rooms.events import EntryDict
+
+register = template.Library()
+
+
+@register.filter
+def entry_html(entry: EntryDict) -> SafeString:
+    """An entry's markup, the same as live and catch-up fragments (escaped inside)."""
+    return mark_safe(payloads.entry_html(entry))
