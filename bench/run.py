@@ -5,8 +5,8 @@
     .venv/bin/python bench/run.py --only catchup
 
 Each bench is its own process: bench/calculator.py (its output is parsed here),
-bench/after_query.py, bench/catchup.py, bench/fanout.py and bench/memory.py (the last two print
-their own tables). Each writes var/bench/<name>.json; this script writes
+bench/after_query.py, bench/catchup.py, bench/fanout.py, bench/memory.py and bench/render.py
+(the last three print their own tables). Each writes var/bench/<name>.json; this script writes
 var/bench/calculator.json from the calculator's output and var/bench/summary.json. Speed is read
 as ratios against baselines measured in the same run, never as absolute thresholds. Exit status:
 1 when a bench failed (the calculator's 50 ms bound, the catch-up query's index plan, a catch-up
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "var" / "bench"
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
-BENCHES = ("calculator", "after_query", "catchup", "fanout", "memory")
+BENCHES = ("calculator", "after_query", "catchup", "fanout", "memory", "render")
 
 
 def bench_args(name: str, quick: bool) -> list[str]:
@@ -39,6 +39,8 @@ def bench_args(name: str, quick: bool) -> list[str]:
         return ["--entries", "100000", "--repeats", "50"] if quick else []
     if name == "fanout":
         return ["--sockets", "50", "--rounds", "5"] if quick else []
+    if name == "render":
+        return ["--repeats", "10"] if quick else []
     if name == "memory":
         return ["--sockets", "100", "--rounds", "1"] if quick else []
     return ["--quick"] if quick else []
