@@ -104,6 +104,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(room_group(self.room_id), self.channel_name)
         await self.channel_layer.group_add(user_group(user.id), self.channel_name)
         self.joined = True
+        presence.presence_watch(room_id=self.room_id)
         state = await presence.presence_join(
             room_id=self.room_id, conn_id=self.channel_name, username=self.username
         )
@@ -133,6 +134,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if not getattr(self, "joined", False):
             return
         self.joined = False
+        presence.presence_unwatch(room_id=self.room_id)
         for task in (self.heartbeat, self.typing_expiry):
             if task is not None:
                 task.cancel()

@@ -127,7 +127,7 @@ class Client:
         await self.ws.send(json.dumps(frame))
 
     async def next(
-        self, kind: str, predicate: Callable[[Frame], bool] = lambda f: True, within: float = 5
+        self, kind: str, predicate: Callable[[Frame], bool] = lambda f: True, within: float = 10
     ) -> Frame:
         """The first frame of `kind` matching `predicate` within `within` seconds."""
         seen: list[Frame] = []

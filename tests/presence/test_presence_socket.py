@@ -368,3 +368,37 @@ async def test_a_heartbeat_restores_a_record_that_vanished(
     assert presence_frames, texts
     assert set(online(presence_frames[-1])) == {"alice", "bob"}
     assert alice_conns[0] in await client.hgetall(users_key)
+
+
+async def test_the_room_sweep_announces_a_ghost_between_heartbeats(
+    connect, lobby, alice, quick_broadcasts
+):
+    """Heartbeats are far apart (the default is 10 s); the per-process room sweep still notices a
+    dead process's expired record within one sweep interval of its expiry."""
+    quick_broadcasts.PRESENCE_HEARTBEAT_SECONDS = 60
+    quick_broadcasts.PRESENCE_SWEEP_SECONDS = 0.3
+    store = get_presence_store()
+    if not isinstance(store, RedisPresenceStore):
+        pytest.skip("a second process's store needs Redis")
+    # The dead process wrote carol's record with a 1 s TTL; alice's (30 s) outlives the test.
+    dead_process = RedisPresenceStore(django_settings.REDIS_URL, prefix=store.prefix, ttl_seconds=1)
+    await dead_process.join(lobby.id, "ghost-conn", "carol")
+    await dead_process.aclose()
+
+    alice_ws = await connect(alice, "lobby")
+    assert set(online(await alice_ws.receive_type("presence"))) == {"alice", "carol"}
+    ghost_gone = 1 + 0.3 + QUICK + 0.5
+    frame = await presence_until(alice_ws, lambda f: "carol" not in online(f), within=ghost_gone)
+    assert frame["online"] == [{"username": "alice", "typing": False}]
+
+
+async def test_one_sweep_per_room_per_process_however_many_sockets(connect, lobby, alice, bob):
+    from presence.services import _sweeps
+
+    sockets = [await connect(alice, "lobby"), await connect(bob, "lobby")]
+    room_sweeps = [key for key in _sweeps if key[1] == lobby.id]
+    assert len(room_sweeps) == 1
+    assert _sweeps[room_sweeps[0]][1] == 2
+    for socket in sockets:
+        await socket.close()
+    assert not [key for key in _sweeps if key[1] == lobby.id]
