@@ -42,7 +42,7 @@ from rooms.payloads import (
     json_frame,
     presence_html,
 )
-from rooms.throttle import get_throttle
+from rooms.throttle import take_expression_token, take_typing_token
 
 logger = logging.getLogger(__name__)
 
@@ -197,12 +197,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             )
 
     async def _on_expression(self, frame: dict[str, Any], client_id: str | None) -> None:
-        allowed = await get_throttle().take(
-            f"expr:{self.user.id}:{self.room_id}",
-            capacity=settings.EXPRESSION_BUCKET_CAPACITY,
-            refill_per_second=settings.EXPRESSION_BUCKET_REFILL_PER_SECOND,
-        )
-        if not allowed:
+        if not await take_expression_token(user_id=self.user.id, room_id=self.room_id):
             await self._refuse("rate_limited", "Slow down: too many expressions.", client_id)
             return
         try:
@@ -224,12 +219,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         # dropped silently. A stop counts only while this connection's typing is on, so stops are
         # as rare as starts and a meaningful one is never dropped.
         if typing:
-            allowed = await get_throttle().take(
-                f"typing:{self.user.id}:{self.room_id}",
-                capacity=1,
-                refill_per_second=1 / settings.TYPING_MIN_INTERVAL_SECONDS,
-            )
-            if not allowed:
+            if not await take_typing_token(user_id=self.user.id, room_id=self.room_id):
                 return
         elif self.typing_expiry is None:
             return

@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from accounts.models import User
-from rooms import calculator
+from rooms import calculator, selectors
 from rooms.events import room_group, send_event, user_group
 from rooms.models import Entry, Membership, Room
 from rooms.payloads import entry_as_dict, entry_html
@@ -73,7 +73,7 @@ def entry_submit(
     outcome = calculator.evaluate(expression)  # pure and bounded: outside the lock
     with transaction.atomic():
         room = Room.objects.select_for_update().filter(pk=room_id).first()
-        if room is None or not Membership.objects.filter(room=room, user=author).exists():
+        if room is None or not selectors.is_member(room_id=room.pk, user_id=author.pk):
             raise Refused("forbidden", "You are not a member of this room.")
         if client_id is not None:
             existing = (

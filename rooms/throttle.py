@@ -168,3 +168,33 @@ def reset_throttle() -> None:
     global _throttle
     with _throttle_lock:
         _throttle = None
+
+
+# --- The product's buckets ------------------------------------------------------------------------
+# One spelling of each rule, whichever transport (socket or HTTP) the frame came through.
+
+
+def expression_bucket_key(user_id: int, room_id: int) -> str:
+    return f"expr:{user_id}:{room_id}"
+
+
+async def take_expression_token(*, user_id: int, room_id: int) -> bool:
+    """Expressions per person per room: a bucket of 10 refilling one a second (settings)."""
+    from django.conf import settings
+
+    return await get_throttle().take(
+        expression_bucket_key(user_id, room_id),
+        capacity=settings.EXPRESSION_BUCKET_CAPACITY,
+        refill_per_second=settings.EXPRESSION_BUCKET_REFILL_PER_SECOND,
+    )
+
+
+async def take_typing_token(*, user_id: int, room_id: int) -> bool:
+    """Typing processed at most once an interval per person per room."""
+    from django.conf import settings
+
+    return await get_throttle().take(
+        f"typing:{user_id}:{room_id}",
+        capacity=1,
+        refill_per_second=1 / settings.TYPING_MIN_INTERVAL_SECONDS,
+    )

@@ -31,7 +31,7 @@ from rooms.events import EntryDict
 from rooms.models import Room
 from rooms.payloads import entries_html, entry_as_dict, entry_html
 from rooms.selectors import Access
-from rooms.throttle import get_throttle
+from rooms.throttle import take_expression_token
 
 
 def wants_json(request: HttpRequest) -> bool:
@@ -59,12 +59,6 @@ def signed_in(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpRespon
         return view(request, *args, **kwargs)
 
     return wrapper
-
-
-def _room_or_json_error(
-    request: HttpRequest, slug: str, need: Access = Access.MEMBER
-) -> tuple[Room, Access]:
-    return selectors.room_for_user(slug=slug, user=request.user, need=need)
 
 
 def _data_view(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
@@ -127,8 +121,8 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
     if access < Access.MEMBER:
         return render(request, "rooms/room_join.html", {"room": room})
     page = selectors.entries_before(room=room, before=None, limit=settings.ROOM_PAGE_ENTRIES)
-    state = presence_state_sync(room_id=room.id)
-    online = state_payload(state)
+    online = state_payload(presence_state_sync(room_id=room.id))
+    last_seq = page.entries[-1].seq if page.entries else 0
     return render(
         request,
         "rooms/room_detail.html",
@@ -139,13 +133,13 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "entries": [entry_as_dict(e) for e in page.entries],
             "has_older": page.has_more,
             "oldest_seq": page.entries[0].seq if page.entries else None,
-            "last_seq": page.entries[-1].seq if page.entries else 0,
+            "last_seq": last_seq,
             "online": online,
             "typing_text": "",
             "config": {
                 "room": room.slug,
                 "username": request.user.username,
-                "lastSeq": page.entries[-1].seq if page.entries else 0,
+                "lastSeq": last_seq,
                 "entriesUrl": reverse("rooms:entries", args=[room.slug]),
                 "typingIntervalMs": 2000,
                 "reconnectCapMs": 10000,
@@ -282,11 +276,7 @@ def room_entries(request: HttpRequest, slug: str) -> HttpResponse:
 
 def _entry_post(request: HttpRequest, room: Room) -> HttpResponse:
     client_id = request.POST.get("client_id") or None
-    allowed = async_to_sync(get_throttle().take)(
-        f"expr:{request.user.id}:{room.id}",
-        capacity=settings.EXPRESSION_BUCKET_CAPACITY,
-        refill_per_second=settings.EXPRESSION_BUCKET_REFILL_PER_SECOND,
-    )
+    allowed = async_to_sync(take_expression_token)(user_id=request.user.id, room_id=room.id)
     try:
         if not allowed:
             raise services.Refused("rate_limited", "Slow down: too many expressions.")

@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 
 from rooms.models import Entry
-from rooms.throttle import get_throttle
+from rooms.throttle import expression_bucket_key, get_throttle
 from tests.browser.conftest import Pages, expect, in_thread, submit
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -31,7 +31,7 @@ def _drain_bucket(key: str) -> None:
 def test_rate_limited_expression_is_explained_and_given_back(pages: Pages, lobby, bob) -> None:
     page = pages.page_for(bob, "/rooms/lobby/")
     # bob has just sent a burst from elsewhere (the bucket is shared by all his sockets).
-    in_thread(_drain_bucket, f"expr:{bob.id}:{lobby.id}")
+    in_thread(_drain_bucket, expression_bucket_key(bob.id, lobby.id))
     submit(page, "99*99")
     expect(page.locator("#errors [data-code='rate_limited']")).to_be_visible()
     expect(page.locator("input[name='expression']")).to_have_value("99*99")
