@@ -58,10 +58,6 @@ async def presence_typing(*, room_id: int, username: str, typing: bool) -> Prese
     return await _announce(await get_presence_store().set_typing(room_id, username, typing))
 
 
-def presence_typing_sync(*, room_id: int, username: str, typing: bool) -> None:
-    async_to_sync(presence_typing)(room_id=room_id, username=username, typing=typing)
-
-
 def presence_state_sync(*, room_id: int) -> PresenceState:
     return async_to_sync(presence_check)(room_id=room_id)
 

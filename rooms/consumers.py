@@ -284,6 +284,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def entry_created(self, event: EntryCreated) -> None:
         await self._send_entry(event["entry"], event["html"])
+        if self.typing_expiry is not None and event["entry"]["author"] == self.username:
+            # The socket that was typing ends its person's typing once their expression is
+            # stored (whichever tab or transport sent it): no store call for anyone else.
+            self.typing_expiry.cancel()
+            self.typing_expiry = None
+            await presence.presence_typing(
+                room_id=self.room_id, username=self.username, typing=False
+            )
 
     async def presence_changed(self, event: PresenceChanged) -> None:
         if event["version"] <= self.presence_version:

@@ -104,10 +104,6 @@ def _entry_created(*, room_id: int, entry: Entry) -> None:
         room_group(room_id),
         {"type": "entry.created", "entry": payload, "html": entry_html(payload)},
     )
-    # Storing an expression ends its author's typing at once.
-    from presence.services import presence_typing_sync
-
-    presence_typing_sync(room_id=room_id, username=entry.author.username, typing=False)
 
 
 # --- Rooms and membership ----------------------------------------------------------------------
