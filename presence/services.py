@@ -6,16 +6,10 @@ broadcast always carries the full picture; consumers drop any state older than o
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
 from asgiref.sync import async_to_sync
-from django.conf import settings
 
 from presence.store import PresenceState, get_presence_store
 from rooms.events import asend_event, room_group
-
-logger = logging.getLogger(__name__)
 
 
 def state_payload(state: PresenceState) -> list[dict[str, object]]:
@@ -66,44 +60,3 @@ def presence_counts_sync(*, room_ids: list[int]) -> dict[int, int]:
     if not room_ids:
         return {}
     return async_to_sync(get_presence_store().counts)(room_ids)
-
-
-# --- The room sweep -------------------------------------------------------------------------
-# Records of a process that died (SIGKILL) expire in the store on their own; somebody still in the
-# room must notice and announce the leave. One sweep per room per process, not per socket: a
-# room with a thousand sockets costs one store call per interval, and ghosts are gone within the
-# TTL plus one sweep interval.
-
-_sweeps: dict[tuple[int, int], tuple[asyncio.Task[None], int]] = {}
-
-
-def presence_watch(*, room_id: int) -> None:
-    """A socket on this room opened in this process: make sure the room is swept."""
-    loop = asyncio.get_running_loop()
-    key = (id(loop), room_id)
-    task, count = _sweeps.get(key, (None, 0))
-    if task is None or task.done() or task.get_loop() is not loop:
-        task, count = loop.create_task(_sweep(room_id), name=f"presence-sweep-{room_id}"), 0
-    _sweeps[key] = (task, count + 1)
-
-
-def presence_unwatch(*, room_id: int) -> None:
-    """A socket on this room closed; the last one stops the sweep."""
-    key = (id(asyncio.get_running_loop()), room_id)
-    task, count = _sweeps.get(key, (None, 0))
-    if task is None:
-        return
-    if count <= 1:
-        task.cancel()
-        del _sweeps[key]
-    else:
-        _sweeps[key] = (task, count - 1)
-
-
-async def _sweep(room_id: int) -> None:
-    while True:
-        await asyncio.sleep(settings.PRESENCE_SWEEP_SECONDS)
-        try:
-            await presence_check(room_id=room_id)
-        except Exception:  # Redis blinked: the next sweep tries again
-            logger.exception("presence sweep of room %s failed", room_id)

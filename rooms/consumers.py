@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import deque
-from typing import Any
+from typing import Any, ClassVar
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -104,7 +104,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(room_group(self.room_id), self.channel_name)
         await self.channel_layer.group_add(user_group(user.id), self.channel_name)
         self.joined = True
-        presence.presence_watch(room_id=self.room_id)
+        _LocalRoom.enter(self)
         state = await presence.presence_join(
             room_id=self.room_id, conn_id=self.channel_name, username=self.username
         )
@@ -134,7 +134,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if not getattr(self, "joined", False):
             return
         self.joined = False
-        presence.presence_unwatch(room_id=self.room_id)
+        _LocalRoom.exit(self)
         for task in (self.heartbeat, self.typing_expiry):
             if task is not None:
                 task.cancel()
@@ -254,30 +254,16 @@ class RoomConsumer(AsyncWebsocketConsumer):
     # --- Periodic work ----------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
-        """Keep this connection's presence record and group membership fresh; send `sync`."""
-        interval = min(settings.PRESENCE_HEARTBEAT_SECONDS, settings.SYNC_INTERVAL_SECONDS)
-        last_sync = time.monotonic()
-        last_beat = time.monotonic()
+        """Keep this connection's presence record and channel-layer groups fresh."""
         while True:
-            await asyncio.sleep(interval)
-            now = time.monotonic()
+            await asyncio.sleep(settings.PRESENCE_HEARTBEAT_SECONDS)
             try:
-                if now - last_beat >= settings.PRESENCE_HEARTBEAT_SECONDS - 0.01:
-                    last_beat = now
-                    await presence.presence_heartbeat(
-                        room_id=self.room_id, conn_id=self.channel_name, username=self.username
-                    )
-                    await self.channel_layer.group_add(room_group(self.room_id), self.channel_name)
-                    await self.channel_layer.group_add(user_group(self.user.id), self.channel_name)
-                if now - last_sync >= settings.SYNC_INTERVAL_SECONDS - 0.01:
-                    last_sync = now
-                    last_seq = await database_sync_to_async(selectors.room_last_seq)(
-                        room_id=self.room_id
-                    )
-                    await self._send_sync(last_seq)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # Redis or the database blinked: try again next beat
+                await presence.presence_heartbeat(
+                    room_id=self.room_id, conn_id=self.channel_name, username=self.username
+                )
+                await self.channel_layer.group_add(room_group(self.room_id), self.channel_name)
+                await self.channel_layer.group_add(user_group(self.user.id), self.channel_name)
+            except Exception:  # Redis blinked: try again next beat
                 logger.exception("heartbeat failed in room %s", self.room_id)
 
     # --- Channel-layer events ---------------------------------------------------------------------
@@ -361,3 +347,60 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def _send(self, text: str) -> None:
         with contextlib.suppress(Exception):  # the socket may be closing under us
             await self.send(text_data=text)
+
+
+class _LocalRoom:
+    """The sockets of one room open in this process, and the one task that serves them all.
+
+    Every few seconds it sweeps the room's presence, so the leaves of a dead process's expired
+    records are announced within the TTL plus one sweep; every SYNC_INTERVAL_SECONDS it reads the
+    room's last seq once and sends `sync` to each local socket. Once per room per process, not
+    once per socket: a room with a thousand sockets here costs one store call and one query.
+    """
+
+    _rooms: ClassVar[dict[tuple[int, int], _LocalRoom]] = {}
+
+    def __init__(self, room_id: int) -> None:
+        self.room_id = room_id
+        self.sockets: set[RoomConsumer] = set()
+        self.task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"room-{room_id}-local"
+        )
+
+    @classmethod
+    def enter(cls, socket: RoomConsumer) -> None:
+        loop = asyncio.get_running_loop()
+        key = (id(loop), socket.room_id)
+        room = cls._rooms.get(key)
+        if room is None or room.task.done() or room.task.get_loop() is not loop:
+            room = cls._rooms[key] = cls(socket.room_id)
+        room.sockets.add(socket)
+
+    @classmethod
+    def exit(cls, socket: RoomConsumer) -> None:
+        key = (id(asyncio.get_running_loop()), socket.room_id)
+        room = cls._rooms.get(key)
+        if room is None:
+            return
+        room.sockets.discard(socket)
+        if not room.sockets:
+            room.task.cancel()
+            del cls._rooms[key]
+
+    async def _run(self) -> None:
+        last_sync = time.monotonic()
+        while True:
+            await asyncio.sleep(
+                min(settings.PRESENCE_SWEEP_SECONDS, settings.SYNC_INTERVAL_SECONDS)
+            )
+            try:
+                await presence.presence_check(room_id=self.room_id)
+                if time.monotonic() - last_sync >= settings.SYNC_INTERVAL_SECONDS - 0.01:
+                    last_sync = time.monotonic()
+                    last_seq = await database_sync_to_async(selectors.room_last_seq)(
+                        room_id=self.room_id
+                    )
+                    for socket in list(self.sockets):
+                        await socket._send_sync(last_seq)
+            except Exception:  # Redis or the database blinked: try again next round
+                logger.exception("room %s: sweep or sync failed", self.room_id)

@@ -393,12 +393,12 @@ async def test_the_room_sweep_announces_a_ghost_between_heartbeats(
 
 
 async def test_one_sweep_per_room_per_process_however_many_sockets(connect, lobby, alice, bob):
-    from presence.services import _sweeps
+    from rooms.consumers import _LocalRoom
 
     sockets = [await connect(alice, "lobby"), await connect(bob, "lobby")]
-    room_sweeps = [key for key in _sweeps if key[1] == lobby.id]
+    room_sweeps = [key for key in _LocalRoom._rooms if key[1] == lobby.id]
     assert len(room_sweeps) == 1
-    assert _sweeps[room_sweeps[0]][1] == 2
+    assert len(_LocalRoom._rooms[room_sweeps[0]].sockets) == 2
     for socket in sockets:
         await socket.close()
-    assert not [key for key in _sweeps if key[1] == lobby.id]
+    assert not [key for key in _LocalRoom._rooms if key[1] == lobby.id]
