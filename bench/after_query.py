@@ -103,6 +103,24 @@ def recreate_database(db_name: str = DB_NAME) -> None:
     )
 
 
+@contextmanager
+def bench_database(db_name: str = DB_NAME, *, keep: bool = False) -> Iterator[str]:
+    """The bench's own database (migrated, Django set up) and Redis prefix while the block runs;
+    both removed afterwards (the database kept with `keep`). Yields the Redis prefix."""
+    prefix = bench_environment(db_name)["REDIS_KEY_PREFIX"]
+    with stage(f"database {db_name}: drop, create, migrate"):
+        recreate_database(db_name)
+    django_setup()
+    try:
+        yield prefix
+    finally:
+        removed = clean_redis(prefix)
+        if not keep:
+            drop_database(db_name)
+        dropped = "kept" if keep else "dropped"
+        print(f"cleaned up: {removed} Redis keys under {prefix}*; database {db_name} {dropped}")
+
+
 def drop_database(db_name: str = DB_NAME) -> None:
     from django.db import connections
 
@@ -182,8 +200,15 @@ def session_cookie(user: Any) -> str:
 class BenchServer:
     """One uvicorn process serving the app from the bench database (the command `make run` uses)."""
 
-    def __init__(self, env: dict[str, str] | None = None, *, deflate: bool = False) -> None:
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        deflate: bool = False,
+        app: str = "project.asgi:application",
+    ) -> None:
         self.deflate = deflate  # permessage-deflate: off as shipped (see bench/memory.py)
+        self.app = app
         self.port = free_port()
         self.host = "127.0.0.1"
         self.origin = f"http://{self.host}:{self.port}"
@@ -197,7 +222,7 @@ class BenchServer:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [
-                    PYTHON, "-m", "uvicorn", "project.asgi:application",
+                    PYTHON, "-m", "uvicorn", self.app,
                     "--host", self.host, "--port", str(self.port),
                     "--ws-max-size", "65536",
                     "--ws-per-message-deflate", "true" if self.deflate else "false",
@@ -660,19 +685,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.medium and not args.baseline <= args.medium <= args.entries:
         parser.error("need --baseline <= --medium <= --entries")
 
-    bench_environment()
-    prefix = os.environ["REDIS_KEY_PREFIX"]
-    with stage(f"database {DB_NAME}: drop, create, migrate"):
-        recreate_database()
-    django_setup()
-    try:
+    with bench_database(keep=args.keep_db):
         return _run(args)
-    finally:
-        removed = clean_redis(prefix)
-        if not args.keep_db:
-            drop_database()
-        dropped = "kept" if args.keep_db else "dropped"
-        print(f"cleaned up: {removed} Redis keys under {prefix}*; database {DB_NAME} {dropped}")
 
 
 def _load(args: argparse.Namespace) -> tuple[dict[str, tuple[Any, int]], dict[str, Any]]:

@@ -48,13 +48,9 @@ from after_query import (
     HTTP_VARIANTS,
     ROOT,
     BenchServer,
-    bench_environment,
-    clean_redis,
-    django_setup,
-    drop_database,
+    bench_database,
     http_get,
     machine,
-    recreate_database,
     report_server_problems,
     session_cookie,
     stage,
@@ -545,23 +541,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.sizes = [int(k) for k in args.sizes.split(",") if k.strip() and int(k) > 0]
     args.fanout = [int(n) for n in str(args.fanout).split(",") if n.strip()]
 
-    bench_environment()
-    prefix = os.environ["REDIS_KEY_PREFIX"]
-    with stage(f"database {DB_NAME}: drop, create, migrate"):
-        recreate_database()
-    django_setup()
-    variants = dict(list(HTTP_VARIANTS.items())[: 1 if args.no_pool_variant else None])
-    servers = {
-        variant: BenchServer(
-            {
-                "DATABASE_URL": os.environ["DATABASE_URL"],
-                "EXPRESSION_BUCKET_CAPACITY": "100000",
-                **extra_env,
-            }
-        )
-        for variant, extra_env in variants.items()
-    }
-    try:
+    with bench_database(keep=args.keep_db):
+        variants = dict(list(HTTP_VARIANTS.items())[: 1 if args.no_pool_variant else None])
+        servers = {
+            variant: BenchServer(
+                {
+                    "DATABASE_URL": os.environ["DATABASE_URL"],
+                    "EXPRESSION_BUCKET_CAPACITY": "100000",
+                    **extra_env,
+                }
+            )
+            for variant, extra_env in variants.items()
+        }
         setup = setup_rooms([0, *args.sizes])
         with contextlib.ExitStack() as stack:
             for server in servers.values():
@@ -569,12 +560,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             with stage(f"servers ({', '.join(servers)})"):
                 results, merge = asyncio.run(run_all(args, servers, setup))
         server_problems = report_server_problems(servers)
-    finally:
-        removed = clean_redis(prefix)
-        if not args.keep_db:
-            drop_database()
-        dropped = "kept" if args.keep_db else "dropped"
-        print(f"cleaned up: {removed} Redis keys under {prefix}*; database {DB_NAME} {dropped}")
 
     path = write_results(
         "catchup",

@@ -25,12 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from after_query import (
     BenchServer,
-    bench_environment,
-    clean_redis,
-    django_setup,
-    drop_database,
+    bench_database,
     machine,
-    recreate_database,
     session_cookie,
     stage,
     write_results,
@@ -117,15 +113,10 @@ def main() -> int:
     parser.add_argument("--entries", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs per variant")
     args = parser.parse_args()
-    env = bench_environment(DB_NAME)
-    prefix = env["REDIS_KEY_PREFIX"]
-    with stage(f"database {DB_NAME}: drop, create, migrate"):
-        recreate_database(DB_NAME)
-    django_setup()
-    cookies = make_room()
     variants = {"deflate on (uvicorn default, baseline)": True, "deflate off (shipped)": False}
     results: dict[str, list[dict[str, Any]]] = {label: [] for label in variants}
-    try:
+    with bench_database(DB_NAME):
+        cookies = make_room()
         for _round in range(args.rounds):
             for label, deflate in variants.items():
                 with stage(f"{label}: {args.sockets} sockets"), BenchServer(deflate=deflate) as srv:
@@ -133,9 +124,6 @@ def main() -> int:
                         asyncio.run(measure(srv, cookies, args.sockets, args.entries))
                     )
                 time.sleep(1)
-    finally:
-        drop_database(DB_NAME)
-        clean_redis(prefix)
     print(f"server memory per open socket ({args.sockets} sockets, {args.entries} entries each)")
     print(f"{'variant':40} {'KiB/socket':>11}  negotiated")
     per = {}
