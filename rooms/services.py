@@ -17,6 +17,7 @@ from rooms.models import Entry, Membership, Room
 from rooms.payloads import entry_as_dict, entry_html
 
 INVITE_SALT = "calcrooms.invite"
+ROOM_NAME_MAX_LENGTH = Room._meta.get_field("name").max_length
 
 
 class Refused(Exception):
@@ -121,13 +122,15 @@ def room_create(*, owner: User, name: str, visibility: str) -> Room:
     name = name.strip()
     if not name:
         raise Refused("invalid", "A room needs a name.")
+    if len(name) > ROOM_NAME_MAX_LENGTH:
+        raise Refused("invalid", f"A room name is at most {ROOM_NAME_MAX_LENGTH} characters.")
     if visibility not in Room.Visibility.values:
         raise Refused("invalid", "Choose public or private.")
     for _attempt in range(3):
         try:
             with transaction.atomic():
                 room = Room.objects.create(
-                    slug=_unique_slug(name), name=name[:100], owner=owner, visibility=visibility
+                    slug=_unique_slug(name), name=name, owner=owner, visibility=visibility
                 )
                 Membership.objects.create(room=room, user=owner, role=Membership.Role.OWNER)
                 return room

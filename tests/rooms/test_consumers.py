@@ -261,3 +261,12 @@ async def test_database_outage_answers_unavailable_and_keeps_the_socket(
     monkeypatch.setattr(services, "entry_submit", real_submit)  # the database is back
     await ws.send({"type": "expression", "expression": "1+1", "client_id": client_id})
     assert (await ws.receive_type("entry"))["entry"]["client_id"] == client_id
+
+
+async def test_an_unknown_server_event_is_ignored_not_fatal(connect, lobby, alice):
+    from channels.layers import get_channel_layer
+
+    ws = await connect(alice, "lobby")
+    await get_channel_layer().group_send(f"room.{lobby.id}", {"type": "mystery.event"})
+    await ws.send({"type": "expression", "expression": "2+2"})
+    assert (await ws.receive_type("entry"))["entry"]["result"] == "4"

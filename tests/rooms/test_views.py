@@ -355,3 +355,17 @@ def test_hostile_expression_text_is_shown_escaped_everywhere(alice, lobby):
         body = client.get(url).content.decode()
         assert "<img" not in body, url
         assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in body, url
+
+
+def test_create_room_refuses_an_overlong_name_instead_of_cutting_it(alice):
+    response = signed_in(alice).post("/rooms/new/", {"name": "x" * 101, "visibility": "public"})
+    assert response.status_code == 400
+    assert b"at most 100 characters" in response.content
+    assert ("x" * 101).encode() in response.content  # the typed name is still in the form
+    assert not Room.objects.exists()
+
+
+def test_create_room_refuses_an_unknown_visibility(alice):
+    response = signed_in(alice).post("/rooms/new/", {"name": "Odd", "visibility": "secret"})
+    assert response.status_code == 400
+    assert not Room.objects.exists()

@@ -6,7 +6,6 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 from django.db import connection
-from django.db.utils import OperationalError
 
 
 class Command(BaseCommand):
@@ -15,14 +14,12 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if connection.vendor != "postgresql":
             return
-        try:
-            connection.ensure_connection()
-            return
-        except OperationalError as exc:
-            if "does not exist" not in str(exc):
-                raise
         name = connection.settings_dict["NAME"]
-        # Connect to the server's maintenance database to create ours.
+        # Asked of the server's maintenance database: connecting to a missing database would only
+        # say so after the connection pool's timeout.
         with connection._nodb_cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+            if cursor.fetchone():
+                return
             cursor.execute(f'CREATE DATABASE "{name}"')
         self.stdout.write(self.style.SUCCESS(f"Created database {name}."))
