@@ -49,8 +49,11 @@ def apt_install(*packages: str) -> bool:
         return False
     say(f"installing {' '.join(packages)} from Debian's packages…")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
-    done = subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=False, env=env)
+    # stdout is the Makefile's `eval` input: everything apt prints goes to stderr.
+    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, stdout=sys.stderr)
+    done = subprocess.run(
+        ["apt-get", "install", "-y", "-qq", *packages], check=False, env=env, stdout=sys.stderr
+    )
     return done.returncode == 0
 
 
