@@ -26,7 +26,7 @@ run: install
 	exec $(BIN)/uvicorn project.asgi:application --host $(HOST) --port $(PORT) $(UVICORN_FLAGS)
 
 test: install
-	@eval "$$($(BIN)/python tests/services.py)" && \
+	@services="$$($(BIN)/python tests/services.py)" && eval "$$services" && \
 	echo "testing against $$DATABASE_URL and $$REDIS_URL (keys under $$REDIS_KEY_PREFIX)" && \
 	$(BIN)/ruff check . && \
 	$(BIN)/ruff format --check . && \

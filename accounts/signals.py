@@ -8,7 +8,7 @@ from django.contrib.auth.signals import user_logged_out
 from django.dispatch import receiver
 from django.http import HttpRequest
 
-from rooms.events import send_event, user_group
+from realtime.events import send_event_on_commit, user_group
 
 
 @receiver(user_logged_out)
@@ -18,4 +18,5 @@ def close_sockets_of_ended_session(
     session_key = getattr(getattr(request, "session", None), "session_key", None)
     if user is None or not session_key:
         return
-    send_event(user_group(user.pk), {"type": "session.ended", "session_key": session_key})
+    # A failed send is logged, never an error page: the room tick closes the socket anyway.
+    send_event_on_commit(user_group(user.pk), {"type": "session.ended", "session_key": session_key})

@@ -9,7 +9,7 @@ from __future__ import annotations
 from asgiref.sync import async_to_sync
 
 from presence.store import PresenceState, get_presence_store
-from rooms.events import asend_event, room_group
+from realtime.events import PresenceChanged, asend_event, room_group
 
 
 def state_payload(state: PresenceState) -> list[dict[str, object]]:
@@ -18,15 +18,13 @@ def state_payload(state: PresenceState) -> list[dict[str, object]]:
 
 async def _announce(state: PresenceState) -> PresenceState:
     if state.changed:
-        await asend_event(
-            room_group(state.room_id),
-            {
-                "type": "presence.changed",
-                "room_id": state.room_id,
-                "version": state.version,
-                "online": state_payload(state),
-            },
-        )
+        event: PresenceChanged = {
+            "type": "presence.changed",
+            "room_id": state.room_id,
+            "version": state.version,
+            "online": state_payload(state),
+        }
+        await asend_event(room_group(state.room_id), event)
     return state
 
 

@@ -18,10 +18,10 @@ Contract (both stores, same contract tests):
 
 The Redis store runs each operation as one Lua script (one round trip, atomic), reads the time
 from Redis (``TIME``) so several hosts agree, and keeps one ``redis.asyncio`` client per running
-event loop. Its room keys carry a PEXPIRE slightly longer than the longest record, and are
-deleted as soon as a room is empty, so abandoned rooms leave nothing behind in Redis. Versions
-are derived from Redis server time in microseconds, so they keep increasing even after an empty
-room's keys vanish.
+event loop (`realtime.redis`). Its room keys carry a PEXPIRE slightly longer than the longest
+record, and are deleted as soon as a room is empty, so abandoned rooms leave nothing behind in
+Redis. Versions are derived from Redis server time in microseconds, so they keep increasing even
+after an empty room's keys vanish.
 
 This module does not import Django; ``get_presence_store`` reads settings lazily.
 """
@@ -29,15 +29,13 @@ This module does not import Django; ``get_presence_store`` reads settings lazily
 from __future__ import annotations
 
 import abc
-import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
+from realtime.redis import LoopLocalRedis, delete_matching, redis_pool_options
 
 DEFAULT_TTL_SECONDS = 30.0
 DEFAULT_TYPING_TTL_SECONDS = 5.0
@@ -276,124 +274,6 @@ class MemoryPresenceStore(PresenceStore):
 
 
 # --------------------------------------------------------------------------------------------
-# One redis.asyncio client per running event loop
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _LoopClient:
-    loop: asyncio.AbstractEventLoop
-    client: aioredis.Redis
-    closer: asyncio.Task[None] | None
-    scripts: dict[str, AsyncScript]
-
-
-REDIS_MAX_CONNECTIONS = 50  # per event loop (in a server: per process)
-
-
-class LoopLocalRedis:
-    """Hands out one ``redis.asyncio`` client per running event loop; never shares a connection
-    across loops.
-
-    A sync Django view reaches async code through ``async_to_sync``, which may run it on a fresh
-    event loop that is closed right after. Each client therefore comes with a small guard task on
-    its loop: when the loop shuts down (``asyncio.run`` / ``asyncio.Runner`` cancel remaining
-    tasks), the guard closes the client's connections on that loop. Clients of loops that were
-    closed without that courtesy are dropped on the next call.
-    """
-
-    def __init__(self, url: str, **options: Any) -> None:
-        self.url = url
-        self.options: dict[str, Any] = {
-            "decode_responses": True,
-            "socket_connect_timeout": 5,
-            # Every command used here answers at once; a dead peer must not hang a request.
-            "socket_timeout": 5,
-            "health_check_interval": 30,
-            **options,
-        }
-        self._entries: dict[int, _LoopClient] = {}
-        self._lock = threading.Lock()
-
-    def _entry(self) -> _LoopClient:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            entry = self._entries.get(id(loop))
-            if entry is not None and entry.loop is loop:
-                return entry
-            for key, other in list(self._entries.items()):
-                if other.loop.is_closed():
-                    del self._entries[key]
-            entry = _LoopClient(
-                loop=loop,
-                # A blocking pool waits for a free connection instead of failing when a burst
-                # (hundreds of sockets closing at once) wants more than it holds.
-                client=aioredis.Redis.from_pool(
-                    aioredis.BlockingConnectionPool.from_url(
-                        self.url, max_connections=REDIS_MAX_CONNECTIONS, timeout=10, **self.options
-                    )
-                ),
-                closer=None,
-                scripts={},
-            )
-            self._entries[id(loop)] = entry
-        # The entry holds the task strongly: asyncio itself only keeps weak references.
-        entry.closer = loop.create_task(self._close_with_loop(entry), name="redis-loop-closer")
-        return entry
-
-    async def _close_with_loop(self, entry: _LoopClient) -> None:
-        try:
-            await asyncio.get_running_loop().create_future()  # until the loop shuts down
-        finally:
-            with self._lock:
-                if self._entries.get(id(entry.loop)) is entry:
-                    del self._entries[id(entry.loop)]
-            await entry.client.aclose()
-
-    def client(self) -> aioredis.Redis:
-        """The client of the running event loop (created on first use)."""
-        return self._entry().client
-
-    def script(self, lua: str) -> tuple[aioredis.Redis, AsyncScript]:
-        """The running loop's client and ``lua`` registered on it."""
-        entry = self._entry()
-        script = entry.scripts.get(lua)
-        if script is None:
-            script = entry.scripts[lua] = entry.client.register_script(lua)
-        return entry.client, script
-
-    async def aclose(self) -> None:
-        """Close the running loop's client (a new one is created on next use)."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            entry = self._entries.get(id(loop))
-            if entry is None or entry.loop is not loop:
-                return
-            del self._entries[id(loop)]
-        if entry.closer is not None:
-            entry.closer.cancel()
-        await entry.client.aclose()
-
-
-def scan_delete_pattern(prefix: str) -> str:
-    """A SCAN MATCH pattern for every key starting with ``prefix`` (glob characters escaped)."""
-    escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix)
-    return escaped + "*"
-
-
-async def delete_matching(client: aioredis.Redis, prefix: str) -> None:
-    """Delete every key starting with ``prefix``."""
-    batch: list[str] = []
-    async for key in client.scan_iter(match=scan_delete_pattern(prefix), count=500):
-        batch.append(key)
-        if len(batch) >= 500:
-            await client.unlink(*batch)
-            batch = []
-    if batch:
-        await client.unlink(*batch)
-
-
-# --------------------------------------------------------------------------------------------
 # Redis store
 # --------------------------------------------------------------------------------------------
 
@@ -561,6 +441,7 @@ class RedisPresenceStore(PresenceStore):
         ttl_seconds: float = DEFAULT_TTL_SECONDS,
         typing_ttl_seconds: float = DEFAULT_TYPING_TTL_SECONDS,
         clock: Clock | None = None,  # accepted for symmetry; Redis server time is used
+        **redis_options: Any,
     ) -> None:
         _validate_ttls(ttl_seconds, typing_ttl_seconds)
         self.url = url
@@ -570,7 +451,7 @@ class RedisPresenceStore(PresenceStore):
         self._ttl_ms = max(1, round(self.ttl_seconds * 1000))
         self._typing_ms = max(1, round(self.typing_ttl_seconds * 1000))
         self._key_ms = max(self._ttl_ms, self._typing_ms) + KEY_SLACK_MS
-        self._redis = LoopLocalRedis(url)
+        self._redis = LoopLocalRedis(url, **redis_options)
 
     def room_keys(self, room_id: int) -> list[str]:
         base = f"{self.prefix}:p:{int(room_id)}"
@@ -641,11 +522,13 @@ def get_presence_store() -> PresenceStore:
                 getattr(settings, "TYPING_EXPIRY_SECONDS", DEFAULT_TYPING_TTL_SECONDS)
             )
             if url:
+                prefix = getattr(settings, "REDIS_KEY_PREFIX", "") or "calcrooms"
                 _store = RedisPresenceStore(
                     url,
-                    prefix=getattr(settings, "REDIS_KEY_PREFIX", "") or "calcrooms",
+                    prefix=prefix,
                     ttl_seconds=ttl,
                     typing_ttl_seconds=typing_ttl,
+                    **redis_pool_options(settings, name=f"{prefix}:presence"),
                 )
             else:
                 _store = MemoryPresenceStore(ttl_seconds=ttl, typing_ttl_seconds=typing_ttl)

@@ -16,6 +16,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from rooms.calculator import MAX_EXPRESSION_LENGTH  # pure: imports nothing of Django
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 logger = logging.getLogger("calcrooms")
 
@@ -161,11 +163,18 @@ REDIS_URL = env_str("REDIS_URL")
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "calcrooms")
 CHANNEL_LAYER_CAPACITY = env_int("CHANNEL_LAYER_CAPACITY", 100)
 CHANNEL_LAYER_GROUP_EXPIRY_SECONDS = env_int("CHANNEL_LAYER_GROUP_EXPIRY_SECONDS", 86400)
+# Every Redis pool of a process (layer, presence, throttles) per event loop: at most this many
+# connections (a burst waits for one, up to the timeout), and this many kept open when idle.
+REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 50)
+REDIS_MAX_IDLE_CONNECTIONS = env_int("REDIS_MAX_IDLE_CONNECTIONS", 4)
+REDIS_POOL_TIMEOUT_SECONDS = env_float("REDIS_POOL_TIMEOUT_SECONDS", 20)
 
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels-redis's core layer on bounded pools that wait instead of failing and close
+            # idle connections past a few (realtime/layer.py).
+            "BACKEND": "realtime.layer.BoundedRedisChannelLayer",
             "CONFIG": {
                 # redis-py 8 defaults to a 5 s socket timeout, which kills the layer's idle
                 # blocking receives; None waits as long as the socket stays open.
@@ -173,9 +182,12 @@ if REDIS_URL:
                     {
                         "address": REDIS_URL,
                         "socket_timeout": None,
-                        # redis-py's pool raises past its size instead of waiting; a burst of
-                        # sockets closing at once must not hit that.
-                        "max_connections": env_int("CHANNEL_LAYER_MAX_CONNECTIONS", 1000),
+                        # A burst (thousands of sockets closing at once) waits for these
+                        # instead of opening a connection, and a file descriptor, per socket.
+                        "max_connections": REDIS_MAX_CONNECTIONS,
+                        "max_idle": REDIS_MAX_IDLE_CONNECTIONS,
+                        "pool_timeout": REDIS_POOL_TIMEOUT_SECONDS,
+                        "client_name": f"{REDIS_KEY_PREFIX}:layer",
                     }
                 ],
                 "prefix": f"{REDIS_KEY_PREFIX}:asgi",
@@ -204,17 +216,24 @@ else:
 PRESENCE_HEARTBEAT_SECONDS = env_float("PRESENCE_HEARTBEAT_SECONDS", 10)
 PRESENCE_TTL_SECONDS = env_float("PRESENCE_TTL_SECONDS", 30)
 PRESENCE_BROADCAST_INTERVAL_SECONDS = env_float("PRESENCE_BROADCAST_INTERVAL_SECONDS", 1)
-PRESENCE_SWEEP_SECONDS = env_float("PRESENCE_SWEEP_SECONDS", 2)
+# Each room's tick, once per room per process: presence sweep, access re-check (at most 5 s).
+ROOM_TICK_SECONDS = env_float("ROOM_TICK_SECONDS", 2)
+if not 0 < ROOM_TICK_SECONDS <= 5:
+    raise ImproperlyConfigured("ROOM_TICK_SECONDS must be more than 0 and at most 5")
 TYPING_EXPIRY_SECONDS = env_float("TYPING_EXPIRY_SECONDS", 5)
 TYPING_MIN_INTERVAL_SECONDS = env_float("TYPING_MIN_INTERVAL_SECONDS", 1)
 SYNC_INTERVAL_SECONDS = env_float("SYNC_INTERVAL_SECONDS", 20)
-EXPRESSION_MAX_LENGTH = 500
+EXPRESSION_MAX_LENGTH = MAX_EXPRESSION_LENGTH  # the calculator's own bound: one number
 EXPRESSION_BUCKET_CAPACITY = env_int("EXPRESSION_BUCKET_CAPACITY", 10)
 EXPRESSION_BUCKET_REFILL_PER_SECOND = env_float("EXPRESSION_BUCKET_REFILL_PER_SECOND", 1)
 WS_MAX_FRAME_BYTES = 64 * 1024
 WS_ABUSE_LIMIT = env_int("WS_ABUSE_LIMIT", 30)
 WS_ABUSE_WINDOW_SECONDS = env_float("WS_ABUSE_WINDOW_SECONDS", 60)
 ROOM_PAGE_ENTRIES = 50
+# What the page does on its own (sent to it with the room's config; room.js has no constants).
+TYPING_SEND_INTERVAL_SECONDS = env_float("TYPING_SEND_INTERVAL_SECONDS", 2)
+RECONNECT_CAP_SECONDS = env_float("RECONNECT_CAP_SECONDS", 10)
+CONNECTION_DEAD_AFTER_SECONDS = env_float("CONNECTION_DEAD_AFTER_SECONDS", 25)
 ENTRIES_DEFAULT_LIMIT = 100
 ENTRIES_MAX_LIMIT = 500
 INVITE_MAX_AGE_SECONDS = env_int("INVITE_MAX_AGE_SECONDS", 7 * 86400)

@@ -64,7 +64,7 @@ class Entry(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="entries"
     )
     client_id = models.UUIDField(null=True, blank=True)
-    expression = models.CharField(max_length=500)
+    expression = models.CharField(max_length=settings.EXPRESSION_MAX_LENGTH)
     result = models.TextField(null=True, blank=True)
     error = models.TextField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)

@@ -14,7 +14,7 @@ from typing import Any
 from django.template.loader import render_to_string
 from django.utils.html import escape
 
-from rooms.events import EntryDict
+from realtime.events import EntryDict, EntryFrames
 from rooms.models import Entry
 
 JSON_SUBPROTOCOL = "calcrooms.v1.json"
@@ -73,6 +73,11 @@ def json_frame(type_: str, **fields: Any) -> str:
 
 def html_entry_frame(html: str) -> str:
     return f'<div id="entries" hx-swap-oob="beforeend">{html}</div>'
+
+
+def entry_frames(entry: EntryDict) -> EntryFrames:
+    """The entry's frame in both wire modes, built once for a whole broadcast."""
+    return {"json": json_frame("entry", entry=entry), "html": html_entry_frame(entry_html(entry))}
 
 
 def html_sync_frame(last_seq: int) -> str:

@@ -1,15 +1,21 @@
-"""Reads, and the one access check every view and consumer goes through."""
+"""Reads, and the one access check (`room_access`) that every view, socket and service asks."""
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 from dataclasses import dataclass
+from importlib import import_module
+from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.sessions.models import Session
 from django.db import connection
-from django.db.models import QuerySet
-from django.http import Http404
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 
 from accounts.models import User
 from rooms.models import Entry, Membership, Room
@@ -20,47 +26,130 @@ class Access(enum.IntEnum):
 
     NONE = 0  # the room does not exist for them (private, not a member): 404
     VISITOR = 1  # a public room they have not joined: its page with a join button, no data
-    MEMBER = 2
-    OWNER = 3
+    MEMBER = 2  # reads and writes
+    OWNER = 3  # also manages members and the room
 
 
-def room_access(*, room: Room, user: User) -> Access:
-    if not user.is_authenticated:
-        return Access.NONE
-    role = Membership.objects.filter(room=room, user=user).values_list("role", flat=True).first()
+@dataclass(frozen=True)
+class Grant:
+    """The answer of `room_access`: the room (None when it does not exist) and the access."""
+
+    room: Room | None
+    access: Access
+
+    def allows(self, need: Access) -> bool:
+        return self.room is not None and self.access >= need
+
+
+def _level(role: str | None, *, is_public: bool) -> Access:
+    """The rule, written once: members read and write, owners manage, strangers see public rooms."""
     if role == Membership.Role.OWNER:
         return Access.OWNER
     if role == Membership.Role.MEMBER:
         return Access.MEMBER
-    return Access.VISITOR if room.is_public else Access.NONE
+    return Access.VISITOR if is_public else Access.NONE
 
 
-def room_for_user(*, slug: str, user: User, need: Access = Access.MEMBER) -> tuple[Room, Access]:
-    """The room at `slug` if `user` has at least `need` access.
+def room_access(
+    *,
+    user: User | AnonymousUser,
+    slug: str | None = None,
+    room_id: int | None = None,
+    lock: bool = False,
+) -> Grant:
+    """May `user` see, read and write, or manage the room at `slug` (or `room_id`)?
 
-    A room the user may not even see is a 404 (private rooms do not reveal that they exist); a
-    public room seen by a non-member who needs more is a 403.
+    The one access check: views, the socket handshake, every frame and the services ask it (the
+    room tick asks `seats_recheck`, which applies the same rule to many sockets at once). One
+    query. With `lock`, the room's row is locked for the caller's transaction, so the answer holds
+    until it commits. It raises nothing: views map NONE to 404, too little to 403, signed out to
+    401.
     """
-    room = Room.objects.select_related("owner").filter(slug=slug).first()
+    if not user.is_authenticated:
+        return Grant(room=None, access=Access.NONE)
+    rooms = Room.objects.filter(slug=slug) if slug is not None else Room.objects.filter(pk=room_id)
+    rooms = rooms.annotate(
+        role=Subquery(
+            Membership.objects.filter(room=OuterRef("pk"), user_id=user.pk).values("role")[:1]
+        )
+    )
+    room = (
+        rooms.select_for_update(of=("self",)) if lock else rooms.select_related("owner")
+    ).first()
     if room is None:
-        raise Http404("No such room.")
-    access = room_access(room=room, user=user)
-    if access == Access.NONE:
-        raise Http404("No such room.")
-    if access < need:
-        if access < Access.MEMBER:
-            raise PermissionDenied("Join this room first.")
-        raise PermissionDenied("Only the room's owner can do that.")
-    return room, access
+        return Grant(room=None, access=Access.NONE)
+    return Grant(room=room, access=_level(room.role, is_public=room.is_public))
 
 
-def room_for_member(*, slug: str, user_id: int) -> Room | None:
-    """The room if `user_id` is a member; None otherwise. One query (used at the handshake)."""
-    return Room.objects.filter(slug=slug, memberships__user_id=user_id).first()
+class Lost(enum.Enum):
+    """Why a socket may no longer be in its room."""
+
+    SESSION = "session"  # logged out, expired, password changed, deactivated, deleted: 4401
+    ACCESS = "access"  # removed, left, or the room is gone: 4403
 
 
-def is_member(*, room_id: int, user_id: int) -> bool:
-    return Membership.objects.filter(room_id=room_id, user_id=user_id).exists()
+@dataclass(frozen=True)
+class Seat:
+    """Who holds a socket: the user, and the session it was opened with."""
+
+    user_id: int
+    session_key: str | None
+
+
+def seats_recheck(*, room_id: int, seats: Collection[Seat]) -> dict[Seat, Lost]:
+    """The seats of `room_id` that lost their place, and why (the others are absent).
+
+    However many sockets: one query for the users and their memberships, and one for the
+    sessions (with the database session engine; others are asked key by key).
+    """
+    if not seats:
+        return {}
+    users = {
+        user.pk: user
+        for user in User.objects.filter(pk__in={seat.user_id for seat in seats})
+        .annotate(
+            role=Subquery(
+                Membership.objects.filter(room_id=room_id, user=OuterRef("pk")).values("role")[:1]
+            )
+        )
+        .only("pk", "is_active", "password")
+    }
+    sessions = _sessions({seat.session_key for seat in seats if seat.session_key})
+    lost: dict[Seat, Lost] = {}
+    for seat in seats:
+        user = users.get(seat.user_id)
+        signed_in = user is not None and user.is_active
+        if signed_in and seat.session_key is not None:
+            signed_in = _session_holds(sessions.get(seat.session_key), user)
+        if not signed_in:
+            lost[seat] = Lost.SESSION
+        elif _level(user.role, is_public=False) < Access.MEMBER:
+            lost[seat] = Lost.ACCESS
+    return lost
+
+
+def _sessions(keys: set[str]) -> dict[str, dict[str, Any]]:
+    """The live sessions among `keys`, decoded."""
+    if not keys:
+        return {}
+    engine = import_module(settings.SESSION_ENGINE)
+    if settings.SESSION_ENGINE == "django.contrib.sessions.backends.db":
+        store = engine.SessionStore()
+        rows = Session.objects.filter(session_key__in=keys, expire_date__gt=timezone.now())
+        return {
+            key: store.decode(data) for key, data in rows.values_list("session_key", "session_data")
+        }
+    found = {key: engine.SessionStore(session_key=key).load() for key in keys}
+    return {key: data for key, data in found.items() if data}
+
+
+def _session_holds(session: dict[str, Any] | None, user: User) -> bool:
+    """Whether `session` still signs `user` in (the check Django's `get_user` makes)."""
+    if not session or str(session.get(SESSION_KEY)) != str(user.pk):
+        return False
+    session_hash = session.get(HASH_SESSION_KEY) or ""
+    candidates = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
+    return bool(session_hash) and any(constant_time_compare(session_hash, h) for h in candidates)
 
 
 def room_last_seq(*, room_id: int) -> int:

@@ -5,16 +5,26 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core import signing
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from accounts.models import User
+from realtime.events import (
+    AccessRevoked,
+    EntryCreated,
+    room_group,
+    send_event_on_commit,
+    user_group,
+)
 from rooms import calculator, selectors
-from rooms.events import room_group, send_event, user_group
 from rooms.models import Entry, Membership, Room
-from rooms.payloads import entry_as_dict, entry_html
+from rooms.payloads import entry_as_dict, entry_frames
+from rooms.selectors import Access
+from rooms.throttle import take_expression_token
 
 INVITE_SALT = "calcrooms.invite"
 ROOM_NAME_MAX_LENGTH = Room._meta.get_field("name").max_length
@@ -59,10 +69,45 @@ def client_id_parse(raw: object) -> uuid.UUID | None:
         raise Refused("invalid_frame", "client_id must be a UUID") from None
 
 
-def entry_submit(
+async def entry_submit(
+    *, room_id: int, author: User, expression: object, client_id: object
+) -> Submission:
+    """Take one expression from an async transport (the socket): the one way in.
+
+    Every submission takes a token from its author's bucket for the room first (resends too), so
+    the rate limit is the same whichever way it came; then it is validated, evaluated and stored
+    (`_entry_store`), and broadcast once committed. Raises `Refused` with the protocol's code.
+    """
+    if not await take_expression_token(user_id=author.pk, room_id=room_id):
+        raise _rate_limited()
+    text, parsed_client_id = _submission_validate(expression, client_id)
+    return await database_sync_to_async(_entry_store)(
+        room_id=room_id, author=author, expression=text, client_id=parsed_client_id
+    )
+
+
+def entry_submit_sync(
+    *, room_id: int, author: User, expression: object, client_id: object
+) -> Submission:
+    """`entry_submit` for sync callers (HTTP views, management commands): the same steps."""
+    if not async_to_sync(take_expression_token)(user_id=author.pk, room_id=room_id):
+        raise _rate_limited()
+    text, parsed_client_id = _submission_validate(expression, client_id)
+    return _entry_store(room_id=room_id, author=author, expression=text, client_id=parsed_client_id)
+
+
+def _rate_limited() -> Refused:
+    return Refused("rate_limited", "Slow down: too many expressions.")
+
+
+def _submission_validate(expression: object, client_id: object) -> tuple[str, uuid.UUID | None]:
+    return expression_validate(expression), client_id_parse(client_id)
+
+
+def _entry_store(
     *, room_id: int, author: User, expression: str, client_id: uuid.UUID | None
 ) -> Submission:
-    """Evaluate and store one expression, then broadcast it to the room.
+    """Evaluate and store one validated expression, then broadcast it to the room.
 
     The seq comes from `Room.last_seq`, incremented under the room's row lock in this same
     transaction: commit order is seq order, seqs have no gaps, and a reader of "after N" can never
@@ -70,11 +115,11 @@ def entry_submit(
     and broadcasts nothing. Access is checked under the lock, so a member removed a moment ago
     cannot slip one more entry in.
     """
-    expression = expression_validate(expression)
     outcome = calculator.evaluate(expression)  # pure and bounded: outside the lock
     with transaction.atomic():
-        room = Room.objects.select_for_update().filter(pk=room_id).first()
-        if room is None or not selectors.is_member(room_id=room.pk, user_id=author.pk):
+        grant = selectors.room_access(room_id=room_id, user=author, lock=True)
+        room = grant.room
+        if room is None or not grant.allows(Access.MEMBER):
             raise Refused("forbidden", "You are not a member of this room.")
         if client_id is not None:
             existing = (
@@ -95,16 +140,18 @@ def entry_submit(
             result=outcome.result,
             error=outcome.error,
         )
-        transaction.on_commit(lambda: _entry_created(room_id=room.pk, entry=entry))
+        send_event_on_commit(room_group(room.pk), lambda: _entry_created(room.pk, entry))
     return Submission(entry=entry, created=True)
 
 
-def _entry_created(*, room_id: int, entry: Entry) -> None:
+def _entry_created(room_id: int, entry: Entry) -> EntryCreated:
     payload = entry_as_dict(entry)
-    send_event(
-        room_group(room_id),
-        {"type": "entry.created", "entry": payload, "html": entry_html(payload)},
-    )
+    return {
+        "type": "entry.created",
+        "room_id": room_id,
+        "entry": payload,
+        "frames": entry_frames(payload),
+    }
 
 
 # --- Rooms and membership ----------------------------------------------------------------------
@@ -147,10 +194,13 @@ def room_join(*, room: Room, user: User) -> Membership:
 
 
 def _revoke(room_id: int, user_id: int | None) -> None:
-    """Close the sockets of a user (or everyone) who just lost access to the room."""
-    event = {"type": "access.revoked", "room_id": room_id, "user_id": user_id}
+    """Close the sockets of a user (or everyone) who just lost access to the room.
+
+    The room tick re-checks every socket too, so a revocation the layer drops still closes them.
+    """
+    event: AccessRevoked = {"type": "access.revoked", "room_id": room_id, "user_id": user_id}
     group = room_group(room_id) if user_id is None else user_group(user_id)
-    transaction.on_commit(lambda: send_event(group, event))
+    send_event_on_commit(group, event)
 
 
 def room_leave(*, room: Room, user: User) -> None:
@@ -161,9 +211,13 @@ def room_leave(*, room: Room, user: User) -> None:
         _revoke(room.pk, user.pk)
 
 
+def _require_owner(room: Room, actor: User, message: str) -> None:
+    if not selectors.room_access(room_id=room.pk, user=actor).allows(Access.OWNER):
+        raise Refused("forbidden", message)
+
+
 def member_remove(*, room: Room, actor: User, user_id: int) -> None:
-    if room.owner_id != actor.id:
-        raise Refused("forbidden", "Only the owner can remove members.")
+    _require_owner(room, actor, "Only the owner can remove members.")
     if user_id == room.owner_id:
         raise Refused("invalid", "The owner cannot be removed.")
     with transaction.atomic():
@@ -173,8 +227,7 @@ def member_remove(*, room: Room, actor: User, user_id: int) -> None:
 
 def room_delete(*, room: Room, actor: User) -> None:
     """Delete a room and its whole history; everyone in it is disconnected with 4403."""
-    if room.owner_id != actor.id:
-        raise Refused("forbidden", "Only the owner can delete a room.")
+    _require_owner(room, actor, "Only the owner can delete a room.")
     with transaction.atomic():
         room_id = room.pk
         room.delete()

@@ -20,8 +20,9 @@ import abc
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
-from presence.store import LoopLocalRedis, delete_matching
+from realtime.redis import LoopLocalRedis, delete_matching, redis_pool_options
 
 Clock = Callable[[], float]
 
@@ -118,10 +119,10 @@ return allowed
 class RedisThrottle(Throttle):
     """Token buckets shared by every process through Redis."""
 
-    def __init__(self, url: str, *, prefix: str) -> None:
+    def __init__(self, url: str, *, prefix: str, **redis_options: Any) -> None:
         self.url = url
         self.prefix = prefix
-        self._redis = LoopLocalRedis(url)
+        self._redis = LoopLocalRedis(url, **redis_options)
 
     def bucket_key(self, key: str) -> str:
         return f"{self.prefix}:t:{key}"
@@ -157,7 +158,9 @@ def get_throttle() -> Throttle:
             url = getattr(settings, "REDIS_URL", None)
             if url:
                 prefix = getattr(settings, "REDIS_KEY_PREFIX", "") or "calcrooms"
-                _throttle = RedisThrottle(url, prefix=prefix)
+                _throttle = RedisThrottle(
+                    url, prefix=prefix, **redis_pool_options(settings, name=f"{prefix}:throttle")
+                )
             else:
                 _throttle = MemoryThrottle()
         return _throttle

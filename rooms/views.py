@@ -1,4 +1,4 @@
-"""HTTP views: parse, authorize through `selectors.room_for_user`, call one service or selector."""
+"""HTTP views: parse, authorize through `selectors.room_access`, call one service or selector."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from functools import wraps
 from typing import Any
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
@@ -26,12 +26,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from presence.services import presence_counts_sync, presence_state_sync, state_payload
+from realtime.events import EntryDict
 from rooms import selectors, services
-from rooms.events import EntryDict
 from rooms.models import Room
 from rooms.payloads import entries_html, entry_as_dict, entry_html
 from rooms.selectors import Access
-from rooms.throttle import take_expression_token
 
 
 def wants_json(request: HttpRequest) -> bool:
@@ -80,6 +79,22 @@ def _data_view(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpRespo
     return wrapper
 
 
+def _room(request: HttpRequest, slug: str, need: Access = Access.MEMBER) -> tuple[Room, Access]:
+    """The room, if the access check lets this request have `need`: else 404 or 403.
+
+    A room the user may not even see is a 404 (private rooms do not reveal that they exist); a
+    public room seen by a non-member who needs more is a 403.
+    """
+    grant = selectors.room_access(slug=slug, user=request.user)
+    if grant.room is None or grant.access == Access.NONE:
+        raise Http404("No such room.")
+    if grant.access < need:
+        if grant.access < Access.MEMBER:
+            raise PermissionDenied("Join this room first.")
+        raise PermissionDenied("Only the room's owner can do that.")
+    return grant.room, grant.access
+
+
 # --- Pages --------------------------------------------------------------------------------------
 
 
@@ -117,7 +132,7 @@ def room_create(request: HttpRequest) -> HttpResponse:
 @require_GET
 @signed_in
 def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    room, access = selectors.room_for_user(slug=slug, user=request.user, need=Access.VISITOR)
+    room, access = _room(request, slug, Access.VISITOR)
     if access < Access.MEMBER:
         return render(request, "rooms/room_join.html", {"room": room})
     page = selectors.entries_before(room=room, before=None, limit=settings.ROOM_PAGE_ENTRIES)
@@ -141,8 +156,11 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
                 "username": request.user.username,
                 "lastSeq": last_seq,
                 "entriesUrl": reverse("rooms:entries", args=[room.slug]),
-                "typingIntervalMs": 2000,
-                "reconnectCapMs": 10000,
+                "expressionMaxLength": settings.EXPRESSION_MAX_LENGTH,
+                "pageLimit": settings.ENTRIES_MAX_LIMIT,
+                "typingIntervalMs": round(settings.TYPING_SEND_INTERVAL_SECONDS * 1000),
+                "reconnectCapMs": round(settings.RECONNECT_CAP_SECONDS * 1000),
+                "deadAfterMs": round(settings.CONNECTION_DEAD_AFTER_SECONDS * 1000),
             },
         },
     )
@@ -151,7 +169,7 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 @signed_in
 def room_join(request: HttpRequest, slug: str) -> HttpResponse:
-    room, _access = selectors.room_for_user(slug=slug, user=request.user, need=Access.VISITOR)
+    room, _access = _room(request, slug, Access.VISITOR)
     try:
         services.room_join(room=room, user=request.user)
     except services.Refused as refused:
@@ -162,7 +180,7 @@ def room_join(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 @signed_in
 def room_leave(request: HttpRequest, slug: str) -> HttpResponse:
-    room, _access = selectors.room_for_user(slug=slug, user=request.user)
+    room, _access = _room(request, slug)
     try:
         services.room_leave(room=room, user=request.user)
     except services.Refused as refused:
@@ -175,7 +193,7 @@ def room_leave(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 @signed_in
 def room_members(request: HttpRequest, slug: str) -> HttpResponse:
-    room, _access = selectors.room_for_user(slug=slug, user=request.user, need=Access.OWNER)
+    room, _access = _room(request, slug, Access.OWNER)
     invite_url = request.build_absolute_uri(
         reverse("rooms:invite", args=[services.invite_token(room=room)])
     )
@@ -194,7 +212,7 @@ def room_members(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 @signed_in
 def member_remove(request: HttpRequest, slug: str, user_id: int) -> HttpResponse:
-    room, _access = selectors.room_for_user(slug=slug, user=request.user, need=Access.OWNER)
+    room, _access = _room(request, slug, Access.OWNER)
     try:
         services.member_remove(room=room, actor=request.user, user_id=user_id)
     except services.Refused as refused:
@@ -205,7 +223,7 @@ def member_remove(request: HttpRequest, slug: str, user_id: int) -> HttpResponse
 @require_POST
 @signed_in
 def room_delete(request: HttpRequest, slug: str) -> HttpResponse:
-    room, _access = selectors.room_for_user(slug=slug, user=request.user, need=Access.OWNER)
+    room, _access = _room(request, slug, Access.OWNER)
     if request.POST.get("confirm") != room.slug:
         messages.error(request, "Type the room's address to confirm deleting it.")
         return redirect("rooms:members", slug=room.slug)
@@ -246,7 +264,7 @@ def _int_param(request: HttpRequest, name: str) -> int | None:
 @signed_in
 @_data_view
 def room_entries(request: HttpRequest, slug: str) -> HttpResponse:
-    room, _access = selectors.room_for_user(slug=slug, user=request.user)
+    room, _access = _room(request, slug)
     if request.method == "POST":
         return _entry_post(request, room)
     try:
@@ -276,15 +294,12 @@ def room_entries(request: HttpRequest, slug: str) -> HttpResponse:
 
 def _entry_post(request: HttpRequest, room: Room) -> HttpResponse:
     client_id = request.POST.get("client_id") or None
-    allowed = async_to_sync(take_expression_token)(user_id=request.user.id, room_id=room.id)
     try:
-        if not allowed:
-            raise services.Refused("rate_limited", "Slow down: too many expressions.")
-        submission = services.entry_submit(
+        submission = services.entry_submit_sync(
             room_id=room.id,
             author=request.user,
             expression=request.POST.get("expression", ""),
-            client_id=services.client_id_parse(client_id),
+            client_id=client_id,
         )
     except services.Refused as refused:
         status = {"rate_limited": 429, "forbidden": 403}.get(refused.code, 400)
@@ -304,7 +319,7 @@ def _entry_post(request: HttpRequest, room: Room) -> HttpResponse:
 @signed_in
 @_data_view
 def room_presence(request: HttpRequest, slug: str) -> JsonResponse:
-    room, _access = selectors.room_for_user(slug=slug, user=request.user)
+    room, _access = _room(request, slug)
     online = state_payload(presence_state_sync(room_id=room.id))
     return JsonResponse({"room": room.slug, "online": online, "count": len(online)})
 
@@ -315,7 +330,7 @@ def room_presence(request: HttpRequest, slug: str) -> JsonResponse:
 @require_GET
 @signed_in
 def room_history(request: HttpRequest, slug: str) -> HttpResponse:
-    room, _access = selectors.room_for_user(slug=slug, user=request.user)
+    room, _access = _room(request, slug)
     author = request.GET.get("author") or None
     try:
         before = _int_param(request, "before")
@@ -365,7 +380,7 @@ def _export_batch(room: Room, after: int, author: str | None) -> tuple[list[Entr
 @require_GET
 @signed_in
 def room_export(request: HttpRequest, slug: str, fmt: str) -> StreamingHttpResponse:
-    room, _access = selectors.room_for_user(slug=slug, user=request.user)
+    room, _access = _room(request, slug)
     author = request.GET.get("author") or None
     rows = _export_rows(room, author)
     if fmt == "csv":

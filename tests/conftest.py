@@ -91,6 +91,19 @@ def vault(alice: User) -> Room:
     return RoomFactory(slug="vault", name="Vault", owner=alice, visibility=Room.Visibility.PRIVATE)
 
 
+@pytest.fixture
+def sent_events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """Every event the services send, in order, instead of sending them (Zulip's
+    capture_send_event_calls); a test that ignores the list has the layer "drop" them."""
+    captured: list[tuple[str, dict[str, Any]]] = []
+
+    async def capture(group: str, event: Any) -> None:
+        captured.append((group, dict(event)))
+
+    monkeypatch.setattr("realtime.events.asend_event", capture)
+    return captured
+
+
 def session_cookie(user: User) -> str:
     client = Client()
     client.force_login(user)

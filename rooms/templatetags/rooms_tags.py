@@ -5,8 +5,8 @@ from __future__ import annotations
 from django import template
 from django.utils.safestring import SafeString, mark_safe
 
+from realtime.events import EntryDict
 from rooms import payloads
-from rooms.events import EntryDict
 
 register = template.Library()
 

@@ -24,9 +24,10 @@
   var input = document.getElementById("expression");
   var form = document.getElementById("compose");
 
-  var RECONNECT_CAP_MS = config.reconnectCapMs || 10000;
-  var TYPING_INTERVAL_MS = config.typingIntervalMs || 2000;
-  var PAGE_LIMIT = 500;
+  // Every timing and limit comes from the server (project/settings.py), with the room's config.
+  var RECONNECT_CAP_MS = config.reconnectCapMs;
+  var TYPING_INTERVAL_MS = config.typingIntervalMs;
+  var PAGE_LIMIT = config.pageLimit;
 
   var state = {
     lastSeq: config.lastSeq || 0, // every seq <= lastSeq is shown, exactly once

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 import pytest
+from django.test import override_settings
 
 from accounts.models import User
 from rooms import services
@@ -152,10 +153,13 @@ def _come_back(page: Any, proxy: CuttableProxy) -> None:
 
 def _submit_many(room_id: int, author: User, expressions: list[str]) -> None:
     """Store entries the way any client's submission is stored (commit, then broadcast through
-    the shared Redis channel layer to the server's sockets); not through HTTP, whose per-person
-    rate limit (10 then 1/s) would make 30 take half a minute."""
-    for expression in expressions:
-        services.entry_submit(room_id=room_id, author=author, expression=expression, client_id=None)
+    the shared Redis channel layer to the server's sockets), past the per-person rate limit
+    (10 then 1/s), which would make 30 take half a minute."""
+    with override_settings(EXPRESSION_BUCKET_CAPACITY=10_000):
+        for expression in expressions:
+            services.entry_submit_sync(
+                room_id=room_id, author=author, expression=expression, client_id=None
+            )
 
 
 def _bob_page(pages: Pages, bob: User, proxy: CuttableProxy) -> Any:

@@ -34,9 +34,13 @@ def test_dropped_broadcast_is_healed_through_sync_within_one_period(
     token = set_marker(page)
 
     with monkeypatch.context() as patch:
-        patch.setattr(services, "send_event", lambda group, event: None)  # the layer drops it
+        patch.setattr("realtime.events._send_logged", lambda group, event: None)  # dropped
         in_thread(
-            services.entry_submit, room_id=lobby.id, author=alice, expression="6*7", client_id=None
+            services.entry_submit_sync,
+            room_id=lobby.id,
+            author=alice,
+            expression="6*7",
+            client_id=None,
         )
     dropped_at = time.monotonic()
     expect(page.locator("#entry-1")).to_have_count(0)
@@ -47,7 +51,11 @@ def test_dropped_broadcast_is_healed_through_sync_within_one_period(
 
     # Live delivery goes on from there, in order, once each, without a reload.
     in_thread(
-        services.entry_submit, room_id=lobby.id, author=alice, expression="1+1", client_id=None
+        services.entry_submit_sync,
+        room_id=lobby.id,
+        author=alice,
+        expression="1+1",
+        client_id=None,
     )
     expect(page.locator("#entry-2 .result")).to_have_text("2")
     assert [row[0] for row in entry_rows(page)] == [1, 2]

@@ -373,10 +373,10 @@ async def test_a_heartbeat_restores_a_record_that_vanished(
 async def test_the_room_sweep_announces_a_ghost_between_heartbeats(
     connect, lobby, alice, quick_broadcasts
 ):
-    """Heartbeats are far apart (the default is 10 s); the per-process room sweep still notices a
-    dead process's expired record within one sweep interval of its expiry."""
+    """Heartbeats are far apart (the default is 10 s); the per-process room tick still notices a
+    dead process's expired record within one tick of its expiry."""
     quick_broadcasts.PRESENCE_HEARTBEAT_SECONDS = 60
-    quick_broadcasts.PRESENCE_SWEEP_SECONDS = 0.3
+    quick_broadcasts.ROOM_TICK_SECONDS = 0.3
     store = get_presence_store()
     if not isinstance(store, RedisPresenceStore):
         pytest.skip("a second process's store needs Redis")
@@ -392,13 +392,12 @@ async def test_the_room_sweep_announces_a_ghost_between_heartbeats(
     assert frame["online"] == [{"username": "alice", "typing": False}]
 
 
-async def test_one_sweep_per_room_per_process_however_many_sockets(connect, lobby, alice, bob):
-    from rooms.consumers import _LocalRoom
+async def test_one_tick_per_room_per_process_however_many_sockets(connect, lobby, alice, bob):
+    from rooms.consumers import room_ticker
 
     sockets = [await connect(alice, "lobby"), await connect(bob, "lobby")]
-    room_sweeps = [key for key in _LocalRoom._rooms if key[1] == lobby.id]
-    assert len(room_sweeps) == 1
-    assert len(_LocalRoom._rooms[room_sweeps[0]].sockets) == 2
+    assert room_ticker.rooms().count(lobby.id) == 1
+    assert len(room_ticker.members(lobby.id)) == 2
     for socket in sockets:
         await socket.close()
-    assert not [key for key in _LocalRoom._rooms if key[1] == lobby.id]
+    assert lobby.id not in room_ticker.rooms()

@@ -15,13 +15,14 @@ from tests.factories import MembershipFactory, UserFactory
 
 
 @pytest.fixture
-def sent(monkeypatch) -> list[tuple[str, dict]]:
-    """Every event the services send, in order (Zulip's capture_send_event_calls)."""
-    captured: list[tuple[str, dict]] = []
-    monkeypatch.setattr(
-        services, "send_event", lambda group, event: captured.append((group, event))
-    )
-    return captured
+def sent(sent_events) -> list[tuple[str, dict]]:
+    return sent_events
+
+
+@pytest.fixture
+def no_rate_limit(settings) -> None:
+    """These tests are about storage under concurrency, not the per-person bucket."""
+    settings.EXPRESSION_BUCKET_CAPACITY = 10_000
 
 
 @pytest.mark.django_db
@@ -29,7 +30,7 @@ def test_entry_is_broadcast_only_after_commit(
     alice, lobby, sent, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        submission = services.entry_submit(
+        submission = services.entry_submit_sync(
             room_id=lobby.id, author=alice, expression="6*7", client_id=None
         )
     assert sent == []  # nothing leaves before the transaction commits
@@ -40,18 +41,19 @@ def test_entry_is_broadcast_only_after_commit(
     assert event["type"] == "entry.created"
     assert event["entry"]["seq"] == submission.entry.seq == 1
     assert event["entry"]["result"] == "42"
-    assert 'id="entry-1"' in event["html"]
+    assert 'id="entry-1"' in event["frames"]["html"]
+    assert '"seq":1' in event["frames"]["json"]
 
 
 @pytest.mark.django_db
 def test_rolled_back_submission_broadcasts_nothing_and_keeps_no_seq(alice, lobby, sent):
     with pytest.raises(RuntimeError), transaction.atomic():
-        services.entry_submit(room_id=lobby.id, author=alice, expression="1", client_id=None)
+        services.entry_submit_sync(room_id=lobby.id, author=alice, expression="1", client_id=None)
         raise RuntimeError("the surrounding work failed")
     assert sent == []
     lobby.refresh_from_db()
     assert lobby.last_seq == 0
-    services.entry_submit(room_id=lobby.id, author=alice, expression="2", client_id=None)
+    services.entry_submit_sync(room_id=lobby.id, author=alice, expression="2", client_id=None)
     assert list(Entry.objects.values_list("seq", flat=True)) == [1]
 
 
@@ -61,11 +63,11 @@ def test_resend_returns_the_stored_entry_without_broadcast(
 ):
     client_id = uuid.uuid4()
     with django_capture_on_commit_callbacks(execute=True):
-        first = services.entry_submit(
+        first = services.entry_submit_sync(
             room_id=lobby.id, author=alice, expression="1+1", client_id=client_id
         )
     with django_capture_on_commit_callbacks(execute=True):
-        again = services.entry_submit(
+        again = services.entry_submit_sync(
             room_id=lobby.id, author=alice, expression="1+1", client_id=client_id
         )
     assert first.created and not again.created
@@ -76,13 +78,13 @@ def test_resend_returns_the_stored_entry_without_broadcast(
 @pytest.mark.django_db
 def test_non_member_cannot_submit(carol, lobby):
     with pytest.raises(services.Refused) as refused:
-        services.entry_submit(room_id=lobby.id, author=carol, expression="1", client_id=None)
+        services.entry_submit_sync(room_id=lobby.id, author=carol, expression="1", client_id=None)
     assert refused.value.code == "forbidden"
     assert not Entry.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)
-def test_parallel_writers_on_separate_connections_get_gapless_seqs(lobby):
+def test_parallel_writers_on_separate_connections_get_gapless_seqs(lobby, no_rate_limit):
     """Real concurrency: each thread has its own PostgreSQL connection and transaction."""
     authors = []
     for n in range(6):
@@ -96,7 +98,7 @@ def test_parallel_writers_on_separate_connections_get_gapless_seqs(lobby):
         start.wait()
         try:
             for i in range(per_author):
-                services.entry_submit(
+                services.entry_submit_sync(
                     room_id=lobby.id, author=author, expression=f"{i}+1", client_id=uuid.uuid4()
                 )
         finally:
@@ -118,7 +120,7 @@ def test_parallel_resends_of_one_client_id_store_one_entry(alice, lobby):
     def resend(_):
         start.wait()
         try:
-            return services.entry_submit(
+            return services.entry_submit_sync(
                 room_id=lobby.id, author=alice, expression="7*6", client_id=client_id
             ).entry.pk
         finally:

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 
 from rooms.models import Entry, Membership, Room
-from rooms.services import entry_submit, invite_token
+from rooms.services import entry_submit_sync, invite_token
 from tests.factories import EntryFactory, MembershipFactory, RoomFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -275,11 +275,11 @@ def test_presence_route_answers_json(alice, lobby):
 
 
 def test_history_page_filters_by_author(alice, bob, lobby):
-    entry_submit(room_id=lobby.id, author=alice, expression="1+1", client_id=None)
-    entry_submit(room_id=lobby.id, author=bob, expression="2+2", client_id=None)
+    entry_submit_sync(room_id=lobby.id, author=alice, expression="1+1", client_id=None)
+    entry_submit_sync(room_id=lobby.id, author=bob, expression="2+2", client_id=None)
     carol = UserFactory(username="carol")
     MembershipFactory(room=lobby, user=carol)
-    entry_submit(room_id=lobby.id, author=carol, expression="3+3", client_id=None)
+    entry_submit_sync(room_id=lobby.id, author=carol, expression="3+3", client_id=None)
     Membership.objects.filter(room=lobby, user=carol).delete()  # left, but wrote here
     body = signed_in(alice).get("/rooms/lobby/history/?author=bob").content.decode()
     assert 'id="entry-2"' in body
@@ -311,7 +311,7 @@ def test_strangers_cannot_download_history(carol, lobby):
 def test_admin_lists_rooms_and_entries(alice, lobby):
     alice.is_staff = alice.is_superuser = True
     alice.save()
-    entry_submit(room_id=lobby.id, author=alice, expression="3*3", client_id=None)
+    entry_submit_sync(room_id=lobby.id, author=alice, expression="3*3", client_id=None)
     client = signed_in(alice)
     for url in ("/admin/rooms/room/", "/admin/rooms/entry/", "/admin/rooms/membership/"):
         assert client.get(url).status_code == 200, url
@@ -349,7 +349,7 @@ def test_not_found_and_forbidden_pages_explain_themselves(carol, bob, vault, lob
 
 def test_hostile_expression_text_is_shown_escaped_everywhere(alice, lobby):
     hostile = '<img src=x onerror="alert(1)">'
-    entry_submit(room_id=lobby.id, author=alice, expression=hostile, client_id=None)
+    entry_submit_sync(room_id=lobby.id, author=alice, expression=hostile, client_id=None)
     client = signed_in(alice)
     for url in ("/rooms/lobby/", "/rooms/lobby/entries/?after=0", "/rooms/lobby/history/"):
         body = client.get(url).content.decode()

@@ -1,0 +1,107 @@
+"""The event bus inside the server: group names, typed events, and the one place that sends them.
+
+Channel-layer events are named `<entity>.<past verb>`; Channels maps `entry.created` to the
+consumer method `entry_created`. Services send them after their transaction commits, through
+`send_event_on_commit`: the channel layer is at-most-once, so a send that fails is logged and
+left to `sync` and catch-up to heal; it never turns work that was done into an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Literal, TypedDict
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+
+class EntryDict(TypedDict):
+    """An entry as every transport shows it (DESIGN.md, "JSON entry shape")."""
+
+    seq: int
+    author: str
+    expression: str
+    result: str | None
+    error: str | None
+    client_id: str | None
+    created: str
+
+
+class EntryFrames(TypedDict):
+    """The entry's frame in each wire mode, built once per broadcast (not once per socket)."""
+
+    json: str
+    html: str
+
+
+class EntryCreated(TypedDict):
+    type: Literal["entry.created"]
+    room_id: int
+    entry: EntryDict
+    frames: EntryFrames
+
+
+class PresenceChanged(TypedDict):
+    type: Literal["presence.changed"]
+    room_id: int
+    version: int
+    online: list[dict[str, Any]]
+
+
+class AccessRevoked(TypedDict):
+    """A user lost access to a room (removed, left, or the room was deleted)."""
+
+    type: Literal["access.revoked"]
+    room_id: int
+    user_id: int | None  # None: everyone (the room is gone)
+
+
+class SessionEnded(TypedDict):
+    type: Literal["session.ended"]
+    session_key: str
+
+
+Event = EntryCreated | PresenceChanged | AccessRevoked | SessionEnded
+
+
+def room_group(room_id: int) -> str:
+    """The group every socket open on a room listens to."""
+    return f"room.{room_id}"
+
+
+def user_group(user_id: int) -> str:
+    """The group every socket of one user listens to (logout, access changes)."""
+    return f"user.{user_id}"
+
+
+async def asend_event(group: str, event: Event) -> None:
+    """Send `event` to `group`; raises when the layer does (callers that may not fail catch)."""
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.group_send(group, dict(event))
+
+
+def _send_logged(group: str, event: Event | Callable[[], Event]) -> None:
+    try:
+        async_to_sync(asend_event)(group, event() if callable(event) else event)
+    except Exception as exc:
+        # Committed work stays done; the room heals through `sync` and catch-up.
+        logger.warning(
+            "could not send %s to %s: %s: %s", _kind(event), group, type(exc).__name__, exc
+        )
+
+
+def _kind(event: Event | Callable[[], Event]) -> str:
+    return "an event" if callable(event) else str(event.get("type"))
+
+
+def send_event_on_commit(group: str, event: Event | Callable[[], Event]) -> None:
+    """Send once the current transaction commits (at once outside one); a failure is logged.
+
+    `event` may be a function that builds it, so nothing is rendered for a rolled-back write.
+    """
+    transaction.on_commit(lambda: _send_logged(group, event), robust=True)
