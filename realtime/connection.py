@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_SERVICE_RESTART = 1012  # the server restarts or a backend is down: clients reconnect
 END_STEP_TIMEOUT_SECONDS = 30.0  # one cleanup step (a group discard, a presence leave)
+_ENDING: set[asyncio.Future[None]] = set()  # cleanups under way (asyncio keeps weak references)
 
 
 class OwnedTasks:
@@ -85,7 +86,12 @@ class Connection(AsyncWebsocketConsumer):
         except Exception as exc:
             await self._fail(exc)
         finally:
-            await self._end()
+            # Shielded: a connection cancelled (the server shutting down, a client that gave up
+            # waiting) still completes its cleanup, each step bounded in time.
+            ending = asyncio.ensure_future(self._end())
+            _ENDING.add(ending)
+            ending.add_done_callback(_ENDING.discard)
+            await asyncio.shield(ending)
 
     async def _fail(self, exc: Exception) -> None:
         """The connection cannot go on: say so in one line and close so the client comes back."""

@@ -23,6 +23,7 @@ def sent(sent_events) -> list[tuple[str, dict]]:
 def no_rate_limit(settings) -> None:
     """These tests are about storage under concurrency, not the per-person bucket."""
     settings.EXPRESSION_BUCKET_CAPACITY = 10_000
+    settings.EXPRESSION_BUCKET_REFILL_PER_SECOND = 10_000
 
 
 @pytest.mark.django_db
