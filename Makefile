@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 UVICORN_FLAGS := --ws-max-size 65536 --ws-per-message-deflate false --lifespan off --proxy-headers
 
-.PHONY: install run serve test lint format bench clean
+.PHONY: install run serve test lint format imports bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ lint: install
 
 format: install
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+imports: install
+	$(BIN)/python tests/import_graph.py
 
 bench: install
 	$(BIN)/python bench/run.py
