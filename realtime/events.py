@@ -86,17 +86,14 @@ async def asend_event(group: str, event: Event) -> None:
 
 
 def _send_logged(group: str, event: Event | Callable[[], Event]) -> None:
+    built = event() if callable(event) else event
     try:
-        async_to_sync(asend_event)(group, event() if callable(event) else event)
+        async_to_sync(asend_event)(group, built)
     except Exception as exc:
         # Committed work stays done; the room heals through `sync` and catch-up.
         logger.warning(
-            "could not send %s to %s: %s: %s", _kind(event), group, type(exc).__name__, exc
+            "could not send %s to %s: %s: %s", built["type"], group, type(exc).__name__, exc
         )
-
-
-def _kind(event: Event | Callable[[], Event]) -> str:
-    return "an event" if callable(event) else str(event.get("type"))
 
 
 def send_event_on_commit(group: str, event: Event | Callable[[], Event]) -> None:
