@@ -60,7 +60,7 @@ async def test_membership_deleted_outside_the_services_closes_with_4403(connect,
 async def test_a_dropped_revocation_event_still_closes_with_4403(
     connect, lobby, alice, bob, sent_events
 ):
-    bob_ws, alice_ws, _ = await _bob_and_alice(connect, bob, alice)
+    bob_ws, _alice_ws, _ = await _bob_and_alice(connect, bob, alice)
     await database_sync_to_async(services.member_remove)(room=lobby, actor=alice, user_id=bob.id)
     assert [event["type"] for _, event in sent_events] == ["access.revoked"]  # never delivered
     sent_events.clear()
