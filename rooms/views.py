@@ -160,7 +160,6 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
                 "pageLimit": settings.ENTRIES_MAX_LIMIT,
                 "typingIntervalMs": round(settings.TYPING_SEND_INTERVAL_SECONDS * 1000),
                 "reconnectCapMs": round(settings.RECONNECT_CAP_SECONDS * 1000),
-                "deadAfterMs": round(settings.CONNECTION_DEAD_AFTER_SECONDS * 1000),
             },
         },
     )
