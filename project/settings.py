@@ -233,6 +233,17 @@ ROOM_PAGE_ENTRIES = 50
 # What the page does on its own (sent to it with the room's config; room.js has no constants).
 TYPING_SEND_INTERVAL_SECONDS = env_float("TYPING_SEND_INTERVAL_SECONDS", 2)
 RECONNECT_CAP_SECONDS = env_float("RECONNECT_CAP_SECONDS", 10)
+RECONNECT_MIN_SECONDS = env_float("RECONNECT_MIN_SECONDS", 1)
+# No frame at all for this long and the page takes its socket for dead (the `sync` frame, every
+# SYNC_INTERVAL_SECONDS, is the heartbeat): it reconnects and catches up.
+CONNECTION_DEAD_AFTER_SECONDS = env_float("CONNECTION_DEAD_AFTER_SECONDS", 25)
+if CONNECTION_DEAD_AFTER_SECONDS <= SYNC_INTERVAL_SECONDS:
+    raise ImproperlyConfigured(
+        "CONNECTION_DEAD_AFTER_SECONDS must be more than SYNC_INTERVAL_SECONDS"
+    )
+# An expression answered `rate_limited` or `unavailable` is sent again after a jittered backoff.
+RESEND_MIN_SECONDS = env_float("RESEND_MIN_SECONDS", 1)
+RESEND_CAP_SECONDS = env_float("RESEND_CAP_SECONDS", 10)
 ENTRIES_DEFAULT_LIMIT = 100
 ENTRIES_MAX_LIMIT = 500
 INVITE_MAX_AGE_SECONDS = env_int("INVITE_MAX_AGE_SECONDS", 7 * 86400)

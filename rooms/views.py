@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import urlencode
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -156,13 +157,26 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
                 "username": request.user.username,
                 "lastSeq": last_seq,
                 "entriesUrl": reverse("rooms:entries", args=[room.slug]),
+                "loginUrl": f"{reverse('account_login')}?{urlencode({'next': request.path})}",
+                "roomsUrl": reverse("rooms:list"),
                 "expressionMaxLength": settings.EXPRESSION_MAX_LENGTH,
+                "expressionBucketCapacity": settings.EXPRESSION_BUCKET_CAPACITY,
+                "expressionRefillPerSecond": settings.EXPRESSION_BUCKET_REFILL_PER_SECOND,
+                "pageEntries": settings.ROOM_PAGE_ENTRIES,
                 "pageLimit": settings.ENTRIES_MAX_LIMIT,
-                "typingIntervalMs": round(settings.TYPING_SEND_INTERVAL_SECONDS * 1000),
-                "reconnectCapMs": round(settings.RECONNECT_CAP_SECONDS * 1000),
+                "typingIntervalMs": _ms(settings.TYPING_SEND_INTERVAL_SECONDS),
+                "reconnectMinMs": _ms(settings.RECONNECT_MIN_SECONDS),
+                "reconnectCapMs": _ms(settings.RECONNECT_CAP_SECONDS),
+                "connectionDeadAfterMs": _ms(settings.CONNECTION_DEAD_AFTER_SECONDS),
+                "resendMinMs": _ms(settings.RESEND_MIN_SECONDS),
+                "resendCapMs": _ms(settings.RESEND_CAP_SECONDS),
             },
         },
     )
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
 
 
 @require_POST
@@ -274,10 +288,12 @@ def room_entries(request: HttpRequest, slug: str) -> HttpResponse:
         if wants_json(request):
             return json_error(400, "invalid", str(exc))
         return HttpResponse(str(exc), status=400, content_type="text/plain")
+    # `author` narrows either page to one person's entries (the page's ↑/↓ recall).
+    author = request.GET.get("author") or None
     if before is not None:
-        page = selectors.entries_before(room=room, before=before, limit=limit)
+        page = selectors.entries_before(room=room, before=before, limit=limit, author=author)
     else:
-        page = selectors.entries_after(room=room, after=after or 0, limit=limit)
+        page = selectors.entries_after(room=room, after=after or 0, limit=limit, author=author)
     entries = [entry_as_dict(e) for e in page.entries]
     last_seq = selectors.room_last_seq(room_id=room.id)
     if wants_json(request):
