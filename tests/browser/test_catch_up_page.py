@@ -1,23 +1,20 @@
 """Reconnect catch-up in real Chromium: a page whose network dies and comes back shows everything
 it missed, in seq order, once each, without reloading, and sends what was typed meanwhile.
 
-How the network dies: bob's page talks to the server through `CuttableProxy`, a small TCP proxy
-in this process (127.0.0.1:<proxy port> -> the server). `cut()` closes every proxied connection
-(the browser sees its WebSocket's TCP connection end without a close frame: code 1006, exactly
-what a dropped network or a dead server gives) and refuses new ones until `restore()`, so the
-page's own reconnect attempts fail as they would offline. Together with Playwright's
-`context.set_offline(True/False)` the browser also believes it is offline and gets its `online`
-event back on restore. (`set_offline` alone is not enough: Chromium keeps an open WebSocket alive
-through it.) Alice's page talks to the server directly and never notices.
+How the network dies: bob's page talks to the server through `CuttableProxy`
+(tests/browser/proxy.py), a small TCP proxy in this process (127.0.0.1:<proxy port> -> the
+server). `cut()` closes every proxied connection (the browser sees its WebSocket's TCP connection
+end without a close frame: code 1006, exactly what a dropped network or a dead server gives) and
+refuses new ones until `restore()`, so the page's own reconnect attempts fail as they would
+offline. Together with Playwright's `context.set_offline(True/False)` the browser also believes
+it is offline and gets its `online` event back on restore (the page says `offline` at once and
+reconnects as soon as it is back). (`set_offline` alone is not enough: Chromium keeps an open
+WebSocket alive through it.) Alice's page talks to the server directly and never notices.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
-import socket
-import struct
-import threading
 import time
 from typing import Any
 
@@ -37,6 +34,7 @@ from tests.browser.conftest import (
     submit,
     wait_for_seq,
 )
+from tests.browser.proxy import CuttableProxy
 from tests.live import ServerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -45,93 +43,6 @@ ROOM = "/rooms/lobby/"
 MISSED = 30
 # While cut off, htmx logs each failed WebSocket attempt with console.error(event).
 OFFLINE_NOISE = [re.compile(r"^\[error\] \[object Event\]$")]
-
-
-class CuttableProxy:
-    """A TCP forwarder 127.0.0.1:port -> 127.0.0.1:target_port whose network can be cut."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.lock = threading.Lock()
-        self.sockets: set[socket.socket] = set()
-        self.up = True
-        self.closed = False
-        self.thread = threading.Thread(target=self._accept, name="proxy-accept", daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            with self.lock:
-                up = self.up
-            if not up:
-                _reset(client)  # refused, as an unreachable server would be
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                _reset(client)
-                continue
-            with self.lock:
-                self.sockets.update((client, upstream))
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-            with self.lock:
-                for sock in (source, sink):
-                    if sock in self.sockets:
-                        self.sockets.discard(sock)
-                        sock.close()
-
-    def cut(self) -> None:
-        """The network dies: every connection through the proxy ends, new ones are refused."""
-        with self.lock:
-            self.up = False
-            doomed = list(self.sockets)
-            self.sockets.clear()
-        for sock in doomed:
-            _reset(sock)
-
-    def restore(self) -> None:
-        with self.lock:
-            self.up = True
-
-    def close(self) -> None:
-        self.closed = True
-        self.cut()
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
-        self.listener.close()
-        self.thread.join(5)
-
-
-def _reset(sock: socket.socket) -> None:
-    """End a connection at once: the peer sees it drop without any WebSocket close frame.
-    (shutdown first: a bare close() would not wake a pump thread blocked in recv, and the
-    kernel would keep the connection open for it.)"""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    with contextlib.suppress(OSError):
-        sock.close()
 
 
 @pytest.fixture
@@ -182,10 +93,11 @@ def test_reconnect_catches_up_on_everything_missed_in_order_once(
     token = set_marker(bob_page)
 
     _go_offline(bob_page, proxy)
-    expect(bob_page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
+    expect(bob_page.locator("#connection")).to_have_attribute("data-state", "offline")
     # Bob types while offline: the page keeps it and sends it once it is back.
     submit(bob_page, "6*7")
     expect(bob_page.locator("input[name=expression]")).to_have_value("")
+    expect(bob_page.locator("#entries .pending")).to_have_text(re.compile(r"6\*7\s*sending…"))
 
     missed = [f"{n}*3" for n in range(1, MISSED + 1)]
     in_thread(_submit_many, lobby.id, alice, missed)
@@ -196,8 +108,9 @@ def test_reconnect_catches_up_on_everything_missed_in_order_once(
     expect(bob_page.locator("#connection")).to_have_attribute(
         "data-state", "connected", timeout=15_000
     )
-    expect(bob_page.locator("#away")).to_be_visible()
-    expect(bob_page.locator("#away")).to_have_text(f"You were away: {MISSED} new entries.")
+    away = bob_page.locator("#notices [data-notice=catch-up] .notice-text")
+    expect(away).to_be_visible()
+    expect(away).to_have_text(f"You were away: {MISSED} new entries.")
     last = 2 + MISSED + 1  # the two before, the 30 missed, bob's offline expression
     wait_for_seq(bob_page, last)
     wait_for_seq(alice_page, last)
@@ -215,13 +128,14 @@ def test_reconnect_catches_up_on_everything_missed_in_order_once(
     for page in (alice_page, bob_page):
         shown = page.locator("#entries code.expression", has_text=re.compile(r"^6\*7$"))
         expect(shown).to_have_count(1)
+    expect(bob_page.locator("#entries .pending")).to_have_count(0)
     assert Entry.objects.filter(room=lobby).count() == last
 
 
-def test_connection_shows_reconnecting_while_offline_and_stays_connected_after(
+def test_connection_shows_offline_while_offline_and_stays_connected_after(
     lobby: Room, bob: User, pages: Pages, proxy: CuttableProxy
 ) -> None:
-    """While cut off, `#connection` says it is reconnecting (the input stays usable). When the
+    """While cut off, `#connection` says it is offline (the input stays usable). When the
     browser is back online the page reconnects at once, and stays connected: the ws extension's
     own retry timer, still pending from the last failed attempt, must not tear the new socket
     down afterwards (that used to disable the input with "Disconnected. Reload the page")."""
@@ -233,17 +147,19 @@ def test_connection_shows_reconnecting_while_offline_and_stays_connected_after(
     bob_page.on("websocket", lambda ws: sockets.append(ws))
 
     _go_offline(bob_page, proxy)
-    expect(connection).to_have_attribute("data-state", "reconnecting")
-    expect(connection).to_have_text(re.compile(r"^Reconnecting( in \d+ s)?…$"))
+    expect(connection).to_have_attribute("data-state", "offline")
+    expect(connection).to_have_text("Offline")
     expect(bob_page.locator("input[name=expression]")).to_be_enabled()
-    # One attempt has failed, so the next is 1-2 s away: coming back now beats that timer.
-    _wait_until(bob_page, lambda: len(sockets) >= 1 and sockets[0].is_closed())
-    expect(connection).to_have_text(re.compile(r"^Reconnecting( in [12] s)?…$"))
+    # An attempt has failed, so the next is 1-2 s away: coming back now beats that timer.
+    _wait_until(bob_page, lambda: len(sockets) >= 2 and sockets[1].is_closed())
     attempts_offline = len(sockets)
 
     _come_back(bob_page, proxy)
     expect(connection).to_have_text("Connected", timeout=3_000)
-    expect(bob_page.locator("#away")).to_have_text("Back online: nothing new while you were away.")
+    expect(bob_page.locator("#notices [data-notice=catch-up]")).to_contain_text(
+        "Back online: nothing new while you were away."
+    )
+    expect(bob_page.locator("#notices [data-notice=connection]")).to_have_count(0)
     bob_page.wait_for_timeout(2_500)  # the stale retry timer has fired by now
     expect(connection).to_have_text("Connected")
     expect(bob_page.locator("input[name=expression]")).to_be_enabled()

@@ -1,4 +1,4 @@
-"""What a person sees when the room refuses an expression: the reason, and their text back."""
+"""What a person sees when the room refuses an expression: the reason, and nothing lost."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from rooms.throttle import expression_bucket_key, get_throttle
 from tests.browser.conftest import Pages, expect, in_thread, submit
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+SOON = 20_000  # ms: "eventually" (the bucket refills one a second)
 
 
 def _drain_bucket(key: str) -> None:
@@ -28,11 +30,19 @@ def _drain_bucket(key: str) -> None:
     asyncio.run(drain())
 
 
-def test_rate_limited_expression_is_explained_and_given_back(pages: Pages, lobby, bob) -> None:
+def test_rate_limited_expression_is_explained_kept_and_sent_when_the_room_allows(
+    pages: Pages, lobby, bob
+) -> None:
+    """`rate_limited` is not a verdict on the expression: the page says why it waits, keeps the
+    row, and sends it again once the bucket has refilled; it is stored once."""
     page = pages.page_for(bob, "/rooms/lobby/")
     # bob has just sent a burst from elsewhere (the bucket is shared by all his sockets).
     in_thread(_drain_bucket, expression_bucket_key(bob.id, lobby.id))
     submit(page, "99*99")
-    expect(page.locator("#errors [data-code='rate_limited']")).to_be_visible()
-    expect(page.locator("input[name='expression']")).to_have_value("99*99")
-    assert not Entry.objects.filter(room=lobby).exists()
+    expect(page.locator("#notices [data-code='rate_limited']")).to_be_visible()
+    expect(page.locator("#entries .pending")).to_contain_text("99*99")
+    expect(page.locator("input[name='expression']")).to_have_value("")
+    expect(page.locator("#entry-1 .result")).to_have_text("9801", timeout=SOON)
+    expect(page.locator("#entries .pending")).to_have_count(0)
+    expect(page.locator("#notices [data-code='rate_limited']")).to_have_count(0)
+    assert Entry.objects.filter(room=lobby).count() == 1
