@@ -2,12 +2,12 @@
 
 The servers run with a 3 s presence TTL and a 1 s heartbeat so that a SIGKILLed process's ghosts
 are gone within seconds; clients are plain `websockets` connections, as a browser's would be.
+Frames that must come are waited for with generous deadlines, never timed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +27,11 @@ pytestmark = [
 TTL = 3
 HEARTBEAT = 1
 SERVER_ENV = {"PRESENCE_TTL_SECONDS": str(TTL), "PRESENCE_HEARTBEAT_SECONDS": str(HEARTBEAT)}
+# "Eventually", for frames that must come: many times what the servers need.
+DEADLINE = 10
+# A killed process's ghost goes once its records expire (TTL) and a survivor's heartbeat or room
+# tick (at most 2 s) notices, plus a coalescing window: some 6 s, waited for three times over.
+GHOST_GONE = 3 * (TTL + 2 + 1)
 
 Frame = dict[str, Any]
 
@@ -71,21 +76,21 @@ async def test_people_on_two_processes_share_entries_presence_and_typing(
     bob_ws = await join(server_b, bob)
     try:
         for ws in (alice_ws, bob_ws):
-            frame = await ws.next("presence", everyone("alice", "bob"), within=3)
+            frame = await ws.next("presence", everyone("alice", "bob"), within=DEADLINE)
             assert frame["count"] == 2
 
         client_id = str(uuid.uuid4())
         await alice_ws.send({"type": "expression", "expression": "2**10", "client_id": client_id})
-        mine = (await alice_ws.next("entry"))["entry"]
-        theirs = (await bob_ws.next("entry"))["entry"]
+        mine = (await alice_ws.next("entry", within=DEADLINE))["entry"]
+        theirs = (await bob_ws.next("entry", within=DEADLINE))["entry"]
         assert theirs == mine
         assert (theirs["seq"], theirs["author"], theirs["result"]) == (1, "alice", "1024")
         assert theirs["client_id"] == client_id
 
         await bob_ws.send({"type": "typing"})
-        await alice_ws.next("presence", lambda f: online(f).get("bob") is True, within=2.5)
+        await alice_ws.next("presence", lambda f: online(f).get("bob") is True, within=DEADLINE)
         await bob_ws.send({"type": "typing.stop"})
-        await alice_ws.next("presence", lambda f: online(f).get("bob") is False, within=2.5)
+        await alice_ws.next("presence", lambda f: online(f).get("bob") is False, within=DEADLINE)
     finally:
         await alice_ws.close()
         await bob_ws.close()
@@ -100,16 +105,14 @@ async def test_a_killed_process_leaves_no_ghost_in_the_room_or_in_redis(
     users_key = f"{settings.REDIS_KEY_PREFIX}:p:{lobby.id}:users"
     conns_key = f"{settings.REDIS_KEY_PREFIX}:p:{lobby.id}:conns"
     try:
-        await bob_ws.next("presence", everyone("alice", "bob"), within=3)
+        await bob_ws.next("presence", everyone("alice", "bob"), within=DEADLINE)
         await alice_ws.send({"type": "typing"})  # a ghost that was typing must go too
-        await bob_ws.next("presence", lambda f: online(f).get("alice") is True, within=2.5)
+        await bob_ws.next("presence", lambda f: online(f).get("alice") is True, within=DEADLINE)
         assert sorted((await redis_client.hgetall(users_key)).values()) == ["alice", "bob"]
 
         server_a.kill()  # SIGKILL: no close frame, no leave, records stay behind
-        killed = time.monotonic()
-        frame = await bob_ws.next("presence", everyone("bob"), within=TTL + 5)
+        frame = await bob_ws.next("presence", everyone("bob"), within=GHOST_GONE)
         assert frame["online"] == [{"username": "bob", "typing": False}]
-        assert time.monotonic() - killed <= TTL + 5
 
         # Only bob's connection is left in the room's records, and nothing else under p:.
         users = await redis_client.hgetall(users_key)
@@ -120,9 +123,9 @@ async def test_a_killed_process_leaves_no_ghost_in_the_room_or_in_redis(
     finally:
         await bob_ws.close()
 
-    # bob leaves cleanly: the empty room leaves nothing behind.
-    for _ in range(20):  # up to 2 s for server B to process the close
+    # bob leaves cleanly: the empty room leaves nothing behind (once server B has seen the close).
+    for _ in range(DEADLINE * 10):  # every 0.1 s, for DEADLINE seconds at least
         if not (keys := await presence_keys(redis_client)):
             break
         await asyncio.sleep(0.1)
-    assert keys == []
+    assert keys == [], f"left behind: {keys}, connections {await redis_client.hgetall(users_key)}"

@@ -3,6 +3,10 @@
 Redis runs at ``$REDIS_URL`` (default redis://127.0.0.1:6379/0); every test uses its own random
 key prefix and clears it afterwards. Expiry against Redis uses small TTLs and short real sleeps;
 the memory store runs on a fake clock.
+
+Nothing here assumes the machine is fast: a record or flag that must still be alive after a sleep
+was written with a TTL that outlives the test (by "another process", `Harness.another_process`),
+and what must expire is waited for, never expected at an exact moment.
 """
 
 from __future__ import annotations
@@ -71,6 +75,46 @@ class FakeClock:
         self.now += seconds
 
 
+class _MemoryProcess(PresenceStore):
+    """The memory store belongs to one process; "another process" with other TTLs is the same
+    store writing with those TTLs (its operations never await, so the swap is atomic)."""
+
+    def __init__(self, store: MemoryPresenceStore, *, ttl: float, typing_ttl: float) -> None:
+        self._store = store
+        self.ttl_seconds = ttl
+        self.typing_ttl_seconds = typing_ttl
+
+    async def _call(self, name: str, *args: Any) -> Any:
+        store = self._store
+        saved = store.ttl_seconds, store.typing_ttl_seconds
+        store.ttl_seconds, store.typing_ttl_seconds = self.ttl_seconds, self.typing_ttl_seconds
+        try:
+            return await getattr(store, name)(*args)
+        finally:
+            store.ttl_seconds, store.typing_ttl_seconds = saved
+
+    async def join(self, room_id: int, conn_id: str, username: str) -> PresenceState:
+        return await self._call("join", room_id, conn_id, username)
+
+    async def refresh(self, room_id: int, conn_id: str, username: str) -> PresenceState:
+        return await self._call("refresh", room_id, conn_id, username)
+
+    async def leave(self, room_id: int, conn_id: str) -> PresenceState:
+        return await self._call("leave", room_id, conn_id)
+
+    async def set_typing(self, room_id: int, username: str, typing: bool) -> PresenceState:
+        return await self._call("set_typing", room_id, username, typing)
+
+    async def state(self, room_id: int) -> PresenceState:
+        return await self._call("state", room_id)
+
+    async def counts(self, room_ids: Any) -> dict[int, int]:
+        return await self._call("counts", room_ids)
+
+    async def clear(self) -> None:
+        await self._store.clear()
+
+
 class Harness:
     """Builds stores of one kind and lets time pass for them (real sleep for Redis)."""
 
@@ -92,6 +136,25 @@ class Harness:
             )
         self.stores.append(store)
         return store
+
+    def another_process(
+        self, of: PresenceStore, *, ttl: float = 30, typing_ttl: float = 5
+    ) -> PresenceStore:
+        """A second process on the presence `of` holds, with TTLs of its own (Redis: a store on
+        the same key prefix; memory: `of` writing with these TTLs)."""
+        if self.kind == "redis":
+            return self.make(ttl=ttl, typing_ttl=typing_ttl)
+        assert isinstance(of, MemoryPresenceStore)
+        return _MemoryProcess(of, ttl=ttl, typing_ttl=typing_ttl)
+
+    async def until(self, call: Callable[[], Any], done: Callable[[Any], bool], what: str) -> Any:
+        """`await call()` every 0.05 s (harness time) until `done` says so, for 10 s at most."""
+        for _ in range(200):
+            result = await call()
+            if done(result):
+                return result
+            await self.sleep(0.05)
+        pytest.fail(f"{what}: not within 10 s; last {result}")
 
     async def sleep(self, seconds: float) -> None:
         if self.kind == "redis":
@@ -242,33 +305,39 @@ async def test_heartbeat_of_unknown_connection_recreates_it(store: PresenceStore
 async def test_killed_connection_expires_and_survivor_announces_it(
     harness: Harness, purger: str
 ) -> None:
-    store = harness.make(ttl=1, typing_ttl=5)
-    await store.join(ROOM, "alice-1", "alice")  # this process is killed: no refresh, no leave
-    await store.join(ROOM, "bob-1", "bob")
-    await store.set_typing(ROOM, "alice", True)
+    # bob's process survives (its records outlive the test); alice's gives hers a second to live
+    # and is killed: no refresh, no leave.
+    survivor = harness.make(ttl=30, typing_ttl=5)
+    killed = harness.another_process(survivor, ttl=1, typing_ttl=5)
+    await killed.join(ROOM, "alice-1", "alice")
+    await killed.set_typing(ROOM, "alice", True)
+    await survivor.join(ROOM, "bob-1", "bob")
 
-    await harness.sleep(0.6)
-    beat = await store.refresh(ROOM, "bob-1", "bob")
+    beat = await survivor.refresh(ROOM, "bob-1", "bob")
     assert not beat.changed
     assert names(beat) == ["alice", "bob"]
 
-    await harness.sleep(0.6)  # alice's record is now past its TTL, bob's is not
-    assert await store.counts([ROOM]) == {ROOM: 1}  # counts never include expired records
+    # alice's record goes past its TTL, bob's does not; counts never include expired records
+    # (and never purge, so waiting on them announces nothing).
+    counts = await harness.until(
+        lambda: survivor.counts([ROOM]), lambda c: c == {ROOM: 1}, "alice's record expiring"
+    )
+    assert counts == {ROOM: 1}
 
     if purger == "refresh":
-        purged = await store.refresh(ROOM, "bob-1", "bob")
+        purged = await survivor.refresh(ROOM, "bob-1", "bob")
     else:
-        purged = await store.state(ROOM)
+        purged = await survivor.state(ROOM)
     assert purged.changed
     assert purged.version > beat.version
     assert purged.online == (Occupant("bob", typing=False),)
 
-    again = await store.refresh(ROOM, "bob-1", "bob")
+    again = await survivor.refresh(ROOM, "bob-1", "bob")
     assert not again.changed  # announced once
     assert again.version == purged.version
 
     # A late heartbeat of the purged connection brings alice back, without her old typing flag.
-    back = await store.refresh(ROOM, "alice-1", "alice")
+    back = await killed.refresh(ROOM, "alice-1", "alice")
     assert back.changed
     assert back.online == (Occupant("alice", typing=False), Occupant("bob", typing=False))
 
@@ -306,7 +375,11 @@ async def test_redis_keys_of_an_abandoned_room_expire_by_themselves() -> None:
         for key in keys:
             assert 0 < await client.pttl(key) <= 1200  # every key carries an expiry
 
-        await asyncio.sleep(1.3)  # nobody calls the store again
+        # Nobody calls the store again: the keys go by themselves (1.2 s), and are waited for.
+        for _ in range(200):  # every 0.05 s, for 10 s at least
+            if not await client.keys(f"{prefix}:*"):
+                break
+            await asyncio.sleep(0.05)
         assert await client.keys(f"{prefix}:*") == []
     finally:
         await store.clear()
@@ -342,19 +415,22 @@ async def test_typing_on_and_off(store: PresenceStore) -> None:
 
 
 async def test_typing_expires_after_last_signal(harness: Harness) -> None:
-    store = harness.make(ttl=30, typing_ttl=0.4)
-    await store.join(ROOM, "a-1", "alice")
-    await store.set_typing(ROOM, "alice", True)
-    await harness.sleep(0.25)
-    extended = await store.set_typing(ROOM, "alice", True)  # keeps typing
+    # alice types on a process whose typing expiry is short, and on one whose outlives the test.
+    short = harness.make(ttl=30, typing_ttl=0.4)
+    lasting = harness.another_process(short, ttl=30, typing_ttl=30)
+    await short.join(ROOM, "a-1", "alice")
+    await short.set_typing(ROOM, "alice", True)
+    extended = await lasting.set_typing(ROOM, "alice", True)  # keeps typing
     assert not extended.changed
-    await harness.sleep(0.25)
-    still = await store.state(ROOM)
+    await harness.sleep(0.5)  # the first signal's expiry is past: the later one counts
+    still = await short.state(ROOM)
     assert still.typing_usernames() == ("alice",)
     assert not still.changed
 
-    await harness.sleep(0.25)
-    expired = await store.state(ROOM)
+    await short.set_typing(ROOM, "alice", True)  # her last signal: typing ends 0.4 s after it
+    expired = await harness.until(
+        lambda: short.state(ROOM), lambda s: not s.typing_usernames(), "typing expiring"
+    )
     assert expired.changed
     assert expired.typing_usernames() == ()
     assert names(expired) == ["alice"]
