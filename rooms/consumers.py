@@ -258,7 +258,8 @@ async def _room_tick(room_id: int, sockets: set[RoomConsumer], tick: int) -> Non
     SYNC_INTERVAL_SECONDS each socket hears the room's last seq, so it notices a missed entry.
     """
     await presence.presence_check(room_id=room_id)
-    lost = await database_sync_to_async(selectors.seats_recheck, thread_sensitive=False)(
+    sockets = {socket for socket in sockets if not socket.closing}
+    lost = await database_sync_to_async(selectors.seats_recheck)(
         room_id=room_id, seats={socket.seat for socket in sockets}
     )
     for socket in sockets:
@@ -268,9 +269,7 @@ async def _room_tick(room_id: int, sockets: set[RoomConsumer], tick: int) -> Non
             await socket.close(code=CLOSE_CODES[why])
     every = max(1, round(settings.SYNC_INTERVAL_SECONDS / _tick_seconds()))
     if tick % every == 0:
-        last_seq = await database_sync_to_async(selectors.room_last_seq, thread_sensitive=False)(
-            room_id=room_id
-        )
+        last_seq = await database_sync_to_async(selectors.room_last_seq)(room_id=room_id)
         for socket in sockets:
             await socket.send_frame(socket.renderer.sync(last_seq))
 
