@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_SERVICE_RESTART = 1012  # the server restarts or a backend is down: clients reconnect
 END_STEP_TIMEOUT_SECONDS = 30.0  # one cleanup step (a group discard, a presence leave)
+RECANCEL_AFTER_SECONDS = 0.5  # a task still running this long after its cancel gets another
 _ENDING: set[asyncio.Future[None]] = set()  # cleanups under way (asyncio keeps weak references)
 
 
@@ -57,12 +58,28 @@ class OwnedTasks:
     def __len__(self) -> int:
         return len(self._tasks)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     async def aclose(self) -> None:
+        """Cancel every task and wait until each has ended.
+
+        A cancel can be swallowed: on Python 3.11, `asyncio.wait_for` (which redis-py uses around
+        every command) drops a cancel that lands as its inner call finishes, and the task goes on.
+        So a task still running after a moment is cancelled again, until none is left.
+        """
         self._closed = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        rounds = 0
+        while self._tasks:
+            pending = list(self._tasks)
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=RECANCEL_AFTER_SECONDS)
+            self._tasks = {task for task in self._tasks if not task.done()}
+            rounds += 1
+            if rounds == 10:
+                logger.warning("%s: %d tasks ignore being cancelled", self.owner, len(self._tasks))
 
 
 class Connection(AsyncWebsocketConsumer):

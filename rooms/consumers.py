@@ -202,7 +202,7 @@ class RoomConsumer(Connection):
 
     async def _heartbeat(self) -> None:
         """Keep this connection's presence record and channel-layer groups fresh."""
-        while True:
+        while not self.tasks.closed:
             await asyncio.sleep(settings.PRESENCE_HEARTBEAT_SECONDS)
             try:
                 await presence.presence_heartbeat(
