@@ -29,6 +29,9 @@ class EntryDict(TypedDict):
     error: str | None
     client_id: str | None
     created: str
+    refs: list[int]  # the seqs it read through ans, #N and variables, in order of first use
+    defines: str | None  # the room variable it set
+    rounded: bool  # its result had to be rounded (shown as ≈)
 
 
 class EntryFrames(TypedDict):

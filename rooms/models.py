@@ -68,6 +68,15 @@ class Entry(models.Model):
     result = models.TextField(null=True, blank=True)
     error = models.TextField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
+    # What the expression read and set, fixed when it was stored (resolved under the room's row
+    # lock against exactly the entries with a smaller seq): the seqs it read through ans, #N and
+    # variables, in order of first use; the variable it defined; whether its result was rounded.
+    refs = models.JSONField(default=list, blank=True)
+    defines = models.CharField(max_length=settings.EXPRESSION_MAX_LENGTH, null=True, blank=True)
+    rounded = models.BooleanField(default=False)
+    # The calculator rules it was evaluated by (rooms.calculator.RULES): entries stored before
+    # shared results are 1 and keep their results; a replay recomputes only the current rules.
+    rules = models.PositiveSmallIntegerField(default=2)
 
     class Meta:
         ordering = ["room", "seq"]
@@ -86,10 +95,26 @@ class Entry(models.Model):
                 name="entry_result_xor_error",
             ),
             models.CheckConstraint(condition=models.Q(seq__gte=1), name="entry_seq_positive"),
+            models.CheckConstraint(
+                condition=models.Q(defines__isnull=True) | models.Q(result__isnull=False),
+                name="entry_defines_only_with_result",
+            ),
         ]
         indexes = [
             # History filtered by author pages in seq order.
             models.Index(fields=["room", "author", "seq"], name="entry_room_author_seq"),
+            # `ans`: the newest entry with a result before seq N, one probe however many errors.
+            models.Index(
+                fields=["room", "seq"],
+                name="entry_room_result_seq",
+                condition=models.Q(error__isnull=True),
+            ),
+            # A variable: its newest definition before seq N, one probe however many there are.
+            models.Index(
+                fields=["room", "defines", "seq"],
+                name="entry_room_defines_seq",
+                condition=models.Q(defines__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -7,6 +7,7 @@ it arrived live, through catch-up, or in an export.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from datetime import UTC
 from typing import Any
@@ -30,7 +31,32 @@ def entry_as_dict(entry: Entry) -> EntryDict:
         "error": entry.error,
         "client_id": str(entry.client_id) if entry.client_id else None,
         "created": entry.created.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "refs": [int(seq) for seq in entry.refs or ()],
+        "defines": entry.defines,
+        "rounded": bool(entry.rounded),
     }
+
+
+_REFERENCE = re.compile(r"#([0-9]+)")
+
+
+def _expression_html(expression: str, seq: int) -> str:
+    """The expression, escaped, each `#N` that names an earlier entry a link to it."""
+    if "#" not in expression:
+        return escape(expression)
+    parts = []
+    done = 0
+    for match in _REFERENCE.finditer(expression):
+        named = int(match.group(1))
+        if not 1 <= named < seq:  # seqs have no gaps: every earlier one exists
+            continue
+        parts.append(escape(expression[done : match.start()]))
+        parts.append(
+            f'<a class="ref" href="#entry-{named}" data-ref="{named}">{escape(match.group())}</a>'
+        )
+        done = match.end()
+    parts.append(escape(expression[done:]))
+    return "".join(parts)
 
 
 def entry_html(entry: EntryDict) -> str:
@@ -39,21 +65,42 @@ def entry_html(entry: EntryDict) -> str:
     Built here rather than in a template: this is the one markup of an entry (pages use it through
     the `entry_html` filter), and a catch-up page renders hundreds of them (500 entries: 32 ms
     through the template engine, a few ms this way).
+
+    A result is a control (`button.use`, which static/js/results.js turns into inserting `#<seq>`
+    at the input's cursor) holding the `output.result`, whose text is exactly the stored result;
+    `button.copy` copies that text. A rounded result is preceded by `≈` instead of `=`. A `#N` in
+    the expression links to entry N.
     """
+    seq = int(entry["seq"])
     failed = entry["error"] is not None
-    client = f' data-client-id="{escape(entry["client_id"])}"' if entry["client_id"] else ""
+    rounded = bool(entry.get("rounded"))
+    attributes = f' data-client-id="{escape(entry["client_id"])}"' if entry["client_id"] else ""
+    if rounded:
+        attributes += ' data-rounded="true"'
+    if entry.get("defines"):
+        attributes += f' data-defines="{escape(entry["defines"])}"'
     if failed:
         outcome = f'<span class="error-text">{escape(entry["error"])}</span>'
     else:
         result = escape(entry["result"])
-        outcome = f'<span class="equals">=</span> <output class="result">{result}</output>'
+        equals = (
+            '<span class="equals approx" title="Rounded to 28 significant digits">≈</span>'
+            if rounded
+            else '<span class="equals">=</span>'
+        )
+        outcome = (
+            f'{equals} <button type="button" class="use" title="Insert #{seq} at the cursor">'
+            f'<output class="result">{result}</output></button> '
+            f'<button type="button" class="copy" aria-label="Copy the result of #{seq}">'
+            "Copy</button>"
+        )
     created = escape(entry["created"])
     return (
-        f'<article class="entry{" failed" if failed else ""}" id="entry-{int(entry["seq"])}" '
-        f'data-seq="{int(entry["seq"])}" data-author="{escape(entry["author"])}"{client}>\n'
-        f'  <span class="seq">#{int(entry["seq"])}</span>\n'
+        f'<article class="entry{" failed" if failed else ""}" id="entry-{seq}" '
+        f'data-seq="{seq}" data-author="{escape(entry["author"])}"{attributes}>\n'
+        f'  <span class="seq">#{seq}</span>\n'
         f'  <span class="author">{escape(entry["author"])}</span>\n'
-        f'  <code class="expression">{escape(entry["expression"])}</code>\n'
+        f'  <code class="expression">{_expression_html(entry["expression"], seq)}</code>\n'
         f"  {outcome}\n"
         f'  <time datetime="{created}">{created[11:19]}</time>\n'
         "</article>\n"

@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from accounts.models import User
+from rooms.calculator import Resolved, Stored, Wanted
 from rooms.models import Entry, Membership, Room
 
 
@@ -156,7 +157,18 @@ def room_last_seq(*, room_id: int) -> int:
     return Room.objects.filter(pk=room_id).values_list("last_seq", flat=True).first() or 0
 
 
-ENTRY_FIELDS = ("seq", "client_id", "expression", "result", "error", "created", "author__username")
+ENTRY_FIELDS = (
+    "seq",
+    "client_id",
+    "expression",
+    "result",
+    "error",
+    "created",
+    "refs",
+    "defines",
+    "rounded",
+    "author__username",
+)
 
 
 def _entries(room: Room, author: str | None = None) -> QuerySet[Entry]:
@@ -169,6 +181,69 @@ def _entries(room: Room, author: str | None = None) -> QuerySet[Entry]:
         author_id = User.objects.filter(username=author).values_list("id", flat=True).first()
         queryset = queryset.filter(author_id=author_id if author_id is not None else -1)
     return queryset
+
+
+def entry_resolve(*, room_id: int, before_seq: int, wanted: Wanted) -> Resolved:
+    """What an expression reads, as the room stood just before entry `before_seq`.
+
+    Each reference is one index probe, however long the room's history: `ans` the newest entry
+    with a result (`entry_room_result_seq`, which holds only those), `#N` a seq
+    (`entry_room_seq_unique`), a variable its newest definition (`entry_room_defines_seq`). At most
+    three queries, whatever the expression. The room service calls it under the room's row lock
+    with the seq the new entry is about to take, so the entry sees exactly the ones before it.
+    """
+    entries = Entry.objects.filter(room_id=room_id)
+    answer = None
+    if wanted.answer:
+        row = (
+            entries.filter(seq__lt=before_seq, error__isnull=True)
+            .order_by("-seq")
+            .values_list("seq", "result", "rounded")
+            .first()
+        )
+        answer = Stored(*row) if row is not None else None
+    seqs: dict[int, Stored] = {}
+    earlier = [seq for seq in wanted.seqs if seq < before_seq]
+    if earlier:
+        for seq, result, rounded in entries.filter(seq__in=earlier).values_list(
+            "seq", "result", "rounded"
+        ):
+            seqs[seq] = Stored(seq, result, rounded)
+    names = _definitions(room_id, before_seq, wanted.names) if wanted.names else {}
+    return Resolved(answer=answer, seqs=seqs, names=names)
+
+
+# One probe of (room, defines, seq) per name, in one statement: the newest definition of each.
+_DEFINITIONS_SQL = """
+SELECT wanted.name, found.seq, found.result, found.rounded
+FROM unnest(%(names)s::text[]) AS wanted(name)
+CROSS JOIN LATERAL (
+    SELECT e.seq, e.result, e.rounded FROM rooms_entry e
+    WHERE e.room_id = %(room)s AND e.defines = wanted.name AND e.seq < %(before)s
+    ORDER BY e.seq DESC LIMIT 1
+) AS found
+"""
+
+
+def _definitions(room_id: int, before_seq: int, names: Collection[str]) -> dict[str, Stored]:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _DEFINITIONS_SQL, {"names": list(names), "room": room_id, "before": before_seq}
+            )
+            rows = cursor.fetchall()
+    else:  # the embedded SQLite default: the same probe, name by name
+        rows = []
+        for name in names:
+            row = (
+                Entry.objects.filter(room_id=room_id, defines=name, seq__lt=before_seq)
+                .order_by("-seq")
+                .values_list("defines", "seq", "result", "rounded")
+                .first()
+            )
+            if row is not None:
+                rows.append(row)
+    return {name: Stored(seq, result, rounded) for name, seq, result, rounded in rows}
 
 
 @dataclass(frozen=True)

@@ -111,11 +111,15 @@ def _entry_store(
 
     The seq comes from `Room.last_seq`, incremented under the room's row lock in this same
     transaction: commit order is seq order, seqs have no gaps, and a reader of "after N" can never
-    miss a row that commits later. A resend (same author and client_id) returns the stored entry
-    and broadcasts nothing. Access is checked under the lock, so a member removed a moment ago
-    cannot slip one more entry in.
+    miss a row that commits later. An expression that reads the room (`ans`, `#N`, a variable) is
+    resolved under that lock against exactly the entries with a smaller seq, so its meaning is
+    fixed when it is stored and a replay from seq 1 finds it again; one that reads nothing is
+    evaluated before the lock (pure and bounded). A resend (same author and client_id) returns
+    the stored entry and broadcasts nothing. Access is checked under the lock, so a member removed
+    a moment ago cannot slip one more entry in.
     """
-    outcome = calculator.evaluate(expression)  # pure and bounded: outside the lock
+    prepared = calculator.prepare(expression)
+    outcome = prepared.finish() if prepared.wanted is None else None
     with transaction.atomic():
         grant = selectors.room_access(room_id=room_id, user=author, lock=True)
         room = grant.room
@@ -129,16 +133,25 @@ def _entry_store(
             )
             if existing is not None:
                 return Submission(entry=existing, created=False)
-        room.last_seq += 1
-        Room.objects.filter(pk=room.pk).update(last_seq=room.last_seq)
+        seq = room.last_seq + 1
+        if outcome is None:
+            assert prepared.wanted is not None
+            found = selectors.entry_resolve(room_id=room.pk, before_seq=seq, wanted=prepared.wanted)
+            outcome = prepared.finish(found)
+        room.last_seq = seq
+        Room.objects.filter(pk=room.pk).update(last_seq=seq)
         entry = Entry.objects.create(
             room=room,
-            seq=room.last_seq,
+            seq=seq,
             author=author,
             client_id=client_id,
             expression=expression,
             result=outcome.result,
             error=outcome.error,
+            refs=list(outcome.refs),
+            defines=outcome.defines,
+            rounded=outcome.rounded,
+            rules=calculator.RULES,
         )
         send_event_on_commit(room_group(room.pk), lambda: _entry_created(room.pk, entry))
     return Submission(entry=entry, created=True)
@@ -152,6 +165,96 @@ def _entry_created(room_id: int, entry: Entry) -> EntryCreated:
         "entry": payload,
         "frames": entry_frames(payload),
     }
+
+
+# --- Replay ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """An entry whose stored outcome differs from the one its history gives now."""
+
+    seq: int
+    stored: calculator.Outcome
+    replayed: calculator.Outcome
+
+
+@dataclass(frozen=True)
+class Replay:
+    entries: int  # read, from seq 1
+    recomputed: int  # evaluated again (the current rules)
+    kept: int  # stored under earlier rules: taken as stored
+    mismatches: list[Mismatch]
+
+
+class _History:
+    """A room's entries so far, in memory, answering what the next one reads (as the room
+    service's `selectors.entry_resolve` does under the lock)."""
+
+    def __init__(self) -> None:
+        self.answer: calculator.Stored | None = None
+        self.by_seq: dict[int, calculator.Stored] = {}
+        self.variables: dict[str, calculator.Stored] = {}
+
+    def resolve(self, wanted: calculator.Wanted) -> calculator.Resolved:
+        return calculator.Resolved(
+            answer=self.answer if wanted.answer else None,
+            seqs={seq: self.by_seq[seq] for seq in wanted.seqs if seq in self.by_seq},
+            names={name: self.variables[name] for name in wanted.names if name in self.variables},
+        )
+
+    def add(self, seq: int, outcome: calculator.Outcome) -> None:
+        stored = calculator.Stored(seq, outcome.result, outcome.rounded)
+        self.by_seq[seq] = stored
+        if outcome.result is not None:
+            self.answer = stored
+        if outcome.defines is not None:
+            self.variables[outcome.defines] = stored
+
+
+def room_replay(*, room_id: int, batch: int = 2000) -> Replay:
+    """Recompute a room's history from seq 1 and compare it with what is stored.
+
+    Each entry is evaluated against the entries before it as the replay recomputed them (not as
+    stored), so an empty list of mismatches means the stored history is exactly the one the
+    calculator writes again, references and variables included. Entries stored under earlier
+    rules (`Entry.rules`, before shared results) are taken as stored. Reads the room in seq order,
+    `batch` entries a query; holds every result in memory.
+    """
+    history = _History()
+    mismatches: list[Mismatch] = []
+    entries = recomputed = 0
+    after = 0
+    fields = ("seq", "expression", "result", "error", "refs", "defines", "rounded", "rules")
+    while True:
+        rows = list(
+            Entry.objects.filter(room_id=room_id, seq__gt=after)
+            .order_by("seq")
+            .values_list(*fields)[:batch]
+        )
+        if not rows:
+            break
+        for seq, expression, result, error, refs, defines, rounded, rules in rows:
+            entries += 1
+            stored = calculator.Outcome(
+                result=result,
+                error=error,
+                rounded=bool(rounded) and result is not None,
+                refs=tuple(refs or ()),
+                defines=defines if result is not None else None,
+            )
+            if rules == calculator.RULES:
+                recomputed += 1
+                replayed = calculator.evaluate(expression, history.resolve)
+                if replayed != stored:
+                    mismatches.append(Mismatch(seq=seq, stored=stored, replayed=replayed))
+            else:
+                replayed = stored
+            history.add(seq, replayed)
+        after = rows[-1][0]
+    return Replay(
+        entries=entries, recomputed=recomputed, kept=entries - recomputed, mismatches=mismatches
+    )
 
 
 # --- Rooms and membership ----------------------------------------------------------------------

@@ -173,7 +173,10 @@ def test_entries_after_returns_json_in_seq_order_with_has_more(alice, lobby):
     assert [e["seq"] for e in tail["entries"]] == [6, 7]
     assert tail["has_more"] is False
     entry = tail["entries"][0]
-    assert set(entry) == {"seq", "author", "expression", "result", "error", "client_id", "created"}
+    assert set(entry) == {
+        "seq", "author", "expression", "result", "error", "client_id", "created",
+        "refs", "defines", "rounded",
+    }  # fmt: skip
     assert entry["author"] == "alice"
     assert entry["client_id"] is None
     assert entry["created"].endswith("Z")
