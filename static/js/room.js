@@ -372,6 +372,7 @@
     setConnection("connected", "Connected");
     clearNotice("connection");
     catchUp(conn.opens > 1);
+    pump(); // what was never sent goes now; resends wait for the catch-up
   });
 
   document.addEventListener("htmx:wsClose", function (evt) {
@@ -568,6 +569,12 @@
       },
       function () {
         state.fetching = false;
+        // The server stores a client_id once: holding resends back for a catch-up that cannot
+        // happen now would only hold back what was typed.
+        if (conn.open && conn.opens === connection) {
+          conn.caughtUpOn = connection;
+          pump();
+        }
         // The socket is up but HTTP failed (server busy? the path dead?): try again, backing off.
         var delay = jittered(config.reconnectMinMs, config.reconnectCapMs, state.fetchFailures++);
         setTimeout(function () {
@@ -640,6 +647,7 @@
         expression: record.expression,
         status: record.status === "refused" ? "refused" : "sending",
         sentOn: 0,
+        everSent: true, // perhaps, before the reload: the catch-up may show it stored
         code: record.code || null,
         reason: record.reason || null,
       };
@@ -824,12 +832,14 @@
     }
   }
 
-  // Send what is not yet sent on this connection, in order, as the bucket allows. Called after a
-  // connection's catch-up (so what it showed stored is not sent again), on submit, and by its timer.
+  // Send what is not yet sent on this connection, in order, as the bucket allows. What was sent on
+  // an earlier connection waits for this one's catch-up (which may show it stored). Called on
+  // open, after a catch-up, on submit, and by its own timer.
   function pump() {
     clearTimeout(sending.timer);
     sending.timer = null;
-    if (!conn.open || conn.caughtUpOn !== conn.opens) return;
+    if (!conn.open) return;
+    var caughtUp = conn.caughtUpOn === conn.opens;
     var now = Date.now();
     if (now < sending.holdUntil) {
       sending.timer = setTimeout(pump, sending.holdUntil - now);
@@ -839,6 +849,7 @@
     for (var i = 0; i < items.length; i++) {
       var item = items[i];
       if (item.status === "refused" || item.sentOn === conn.opens) continue;
+      if (item.everSent && !caughtUp) continue;
       var wait = takeToken(now);
       if (wait > 0) {
         sending.timer = setTimeout(pump, wait);
@@ -846,6 +857,7 @@
       }
       if (!sendFrame({ type: "expression", expression: item.expression, client_id: item.clientId })) return;
       item.sentOn = conn.opens;
+      item.everSent = true;
       if (item.status === "waiting") {
         item.status = "sending";
         renderRow(item);
@@ -880,6 +892,7 @@
       expression: expression,
       status: "sending",
       sentOn: 0,
+      everSent: false,
       code: null,
       reason: null,
     };

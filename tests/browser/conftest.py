@@ -195,10 +195,11 @@ class Pages:
                     found.append(f"{log.name}: {error}")
         return found
 
-    def context_for(self, user: Any, base_url: str | None = None) -> Any:
-        """A new browser context (a separate device) holding `user`'s session cookie."""
+    def context_for(self, user: Any, base_url: str | None = None, **options: Any) -> Any:
+        """A new browser context (a separate device) holding `user`'s session cookie; `options`
+        go to Playwright's `new_context` (e.g. `viewport={"width": 360, "height": 740}`)."""
         cookie = in_thread(_session_cookie, user)
-        context = self.browser.new_context(base_url=base_url or self.base_url)
+        context = self.browser.new_context(base_url=base_url or self.base_url, **options)
         context.add_cookies(
             [
                 {
@@ -342,3 +343,53 @@ def set_marker(page: Any) -> str:
 
 def marker(page: Any) -> str | None:
     return page.evaluate("() => window.__calcroomsMarker || null")
+
+
+# Why the element matching `selector` is not fully visible, or "" when it is: inside the log's
+# visible area (when it is in the log) and the viewport, and the element at its centre and just
+# inside its top and bottom edges is the element itself or a descendant (nothing covers it).
+_NOT_FULLY_VISIBLE = """selector => {
+  const elt = document.querySelector(selector);
+  if (!elt) return "missing";
+  const r = elt.getBoundingClientRect();
+  if (!r.height) return "not rendered";
+  const log = document.getElementById("entries");
+  if (log && log.contains(elt)) {
+    const box = log.getBoundingClientRect();
+    const top = box.top + log.clientTop, bottom = top + log.clientHeight;
+    if (r.top < top - 0.5 || r.bottom > bottom + 0.5) {
+      return `outside the log's view: ${r.top}..${r.bottom} not in ${top}..${bottom}`;
+    }
+  }
+  if (r.top < -0.5 || r.bottom > window.innerHeight + 0.5) {
+    return `outside the viewport: ${r.top}..${r.bottom} not in 0..${window.innerHeight}`;
+  }
+  const x = r.left + r.width / 2;
+  for (const y of [r.top + r.height / 2, r.top + 1, r.bottom - 1]) {
+    const hit = document.elementFromPoint(x, y);
+    if (!hit || !elt.contains(hit)) {
+      return `covered at (${x}, ${y}) by ${hit ? hit.outerHTML.slice(0, 120) : "nothing"}`;
+    }
+  }
+  return "";
+}"""
+
+
+def not_fully_visible(page: Any, selector: str) -> str:
+    return page.evaluate(_NOT_FULLY_VISIBLE, selector)
+
+
+def expect_fully_visible(page: Any, selector: str, timeout: float = 10_000) -> None:
+    """Wait until `selector` is fully visible and uncovered (see `_NOT_FULLY_VISIBLE`)."""
+    try:
+        page.wait_for_function(f"s => !({_NOT_FULLY_VISIBLE})(s)", arg=selector, timeout=timeout)
+    except Exception:
+        why = not_fully_visible(page, selector)
+        raise AssertionError(f"{selector} is not fully visible: {why}") from None
+
+
+def newest_seq(page: Any) -> int:
+    return page.evaluate(
+        "() => Math.max(0, ...[...document.querySelectorAll('#entries article[data-seq]')]"
+        ".map(a => +a.dataset.seq))"
+    )
