@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -45,10 +46,21 @@ class Submission:
     created: bool  # False: a resend of an entry stored earlier (same author and client_id)
 
 
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable(text: str) -> bool:
+    """True if `text` holds a NUL or a lone surrogate: PostgreSQL cannot store it, UTF-8 cannot
+    encode it, so it is refused as bad input (never answered `unavailable`, never a 500)."""
+    return UNSTORABLE.search(text) is not None
+
+
 def expression_validate(expression: object) -> str:
     """The expression as stored, or Refused(`empty` / `too_long` / `invalid_frame`)."""
     if not isinstance(expression, str):
         raise Refused("invalid_frame", "expression must be a string")
+    if unstorable(expression):
+        raise Refused("invalid_frame", "The expression holds a NUL or an invalid character.")
     if not expression.strip():
         raise Refused("empty", "Type an expression first.")
     if len(expression) > settings.EXPRESSION_MAX_LENGTH:
