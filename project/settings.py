@@ -303,9 +303,13 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {
-        "calcrooms": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-        "rooms": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-        "presence": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+        name: {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")}
+        for name in ("calcrooms", "accounts", "rooms", "presence", "realtime")
+    }
+    | {
+        # Server errors with their traceback, whatever DEBUG says (Django's own default only
+        # mails them to ADMINS when DEBUG is off, and there are none).
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
     },
 }
 

@@ -21,9 +21,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.django_db
-def test_load_demo_fills_an_empty_database_once_with_the_contract_data(capsys):
+def test_load_demo_loads_nothing_with_debug_off_unless_forced(capsys, settings):
+    settings.DEBUG = False
     call_command("load_demo")
-    call_command("load_demo")  # a second run leaves it alone
+    assert not User.objects.exists()
+    assert "demo data not loaded" in capsys.readouterr().out
+
+
+@pytest.mark.django_db
+def test_load_demo_fills_an_empty_database_once_with_the_contract_data(capsys):
+    call_command("load_demo", force=True)
+    call_command("load_demo", force=True)  # a second run leaves it alone
     assert sorted(User.objects.values_list("username", flat=True)) == ["alice", "bob", "carol"]
     assert authenticate(username="carol", password="calcrooms-demo") is not None
     lobby, vault = Room.objects.get(slug="lobby"), Room.objects.get(slug="vault")

@@ -1,4 +1,8 @@
-"""Load fixtures/demo.json into an empty database, and print the demo logins."""
+"""Load fixtures/demo.json into an empty database, and print the demo logins.
+
+The demo accounts have a published password, so they are loaded only when asked: with DEBUG on
+(what `make run` does by default) or with `--force`.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,19 @@ DEMO_PASSWORD = "calcrooms-demo"
 class Command(BaseCommand):
     help = "Load the demo users and rooms when the database has no users yet."
 
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="load the demo accounts even with DEBUG off (their password is public)",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
+        if not (settings.DEBUG or options["force"]):
+            self.stdout.write(
+                "DEBUG is off: demo data not loaded (its password is public; use --force)."
+            )
+            return
         if User.objects.exists():
             self.stdout.write("Database already has users: demo data not loaded.")
         else:
