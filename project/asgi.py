@@ -16,16 +16,23 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from accounts.tokens import BearerTokenSocketMiddleware  # noqa: E402
 from project.hygiene import RefuseUnrouted, StaticFiles  # noqa: E402
 from rooms.routing import websocket_urlpatterns  # noqa: E402
 
 http_app = StaticFiles(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 
+socket_router = RefuseUnrouted(URLRouter(websocket_urlpatterns))
+
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(RefuseUnrouted(URLRouter(websocket_urlpatterns)))
+        # A handshake with `Authorization: Bearer <token>` is that token's owner and needs no
+        # Origin (a browser cannot set the header); every other one goes through the Origin
+        # check and the session cookie.
+        "websocket": BearerTokenSocketMiddleware(
+            AllowedHostsOriginValidator(AuthMiddlewareStack(socket_router)),
+            token_app=socket_router,
         ),
     }
 )

@@ -105,6 +105,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.tokens.BearerTokenMiddleware",  # Authorization: Bearer <personal access token>
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -269,6 +270,10 @@ ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
 LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "/"
 ACCOUNT_LOGOUT_REDIRECT_URL = "/accounts/login/"
+# Personal access tokens (accounts/tokens.py): active ones per person, and how often a token's
+# "last used" time is written (a busy script costs reads, not a write per request).
+ACCESS_TOKENS_PER_USER_MAX = env_int("ACCESS_TOKENS_PER_USER_MAX", 50)
+ACCESS_TOKEN_LAST_USED_INTERVAL_SECONDS = env_float("ACCESS_TOKEN_LAST_USED_INTERVAL_SECONDS", 60)
 
 EMAIL_BACKEND = env_str(
     "DJANGO_EMAIL_BACKEND",

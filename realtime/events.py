@@ -68,7 +68,14 @@ class SessionEnded(TypedDict):
     session_key: str
 
 
-Event = EntryCreated | PresenceChanged | AccessRevoked | SessionEnded
+class TokenRevoked(TypedDict):
+    """A personal access token was revoked: its sockets close (4401), sent to its owner's group."""
+
+    type: Literal["token.revoked"]
+    token_id: int
+
+
+Event = EntryCreated | PresenceChanged | AccessRevoked | SessionEnded | TokenRevoked
 
 
 def room_group(room_id: int) -> str:

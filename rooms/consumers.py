@@ -20,6 +20,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from accounts.tokens import TokenGrant
 from presence import services as presence
 from presence.live import PresenceFeed, Typing
 from realtime.connection import Connection
@@ -28,12 +29,13 @@ from realtime.events import (
     EntryCreated,
     PresenceChanged,
     SessionEnded,
+    TokenRevoked,
     room_group,
     user_group,
 )
 from realtime.tick import RoomTicker
 from rooms import selectors, services
-from rooms.payloads import entry_as_dict
+from rooms.payloads import JSON_SUBPROTOCOL, entry_as_dict
 from rooms.renderers import Renderer, renderer_for
 from rooms.selectors import Access, Lost, Seat
 from rooms.throttle import take_typing_token
@@ -61,6 +63,10 @@ class RoomConsumer(Connection):
         slug = self.scope["url_route"]["kwargs"]["slug"]
         if user is None or not user.is_authenticated:
             return await self._refuse_handshake("not signed in", slug)
+        token: TokenGrant | None = self.scope.get("access_token")
+        if token is not None and JSON_SUBPROTOCOL not in self.scope.get("subprotocols", []):
+            # Scripts speak JSON: the page's HTML fragments are for the page's cookie socket.
+            return await self._refuse_handshake(f"token socket without {JSON_SUBPROTOCOL}", slug)
         grant = await database_sync_to_async(selectors.room_access)(slug=slug, user=user)
         if grant.room is None or not grant.allows(Access.MEMBER):
             return await self._refuse_handshake(f"{user.username} is not a member", slug)
@@ -69,7 +75,12 @@ class RoomConsumer(Connection):
         self.username = user.username
         self.room_id = room.id
         self.room_slug = room.slug
-        self.seat = Seat(user.id, getattr(self.scope.get("session"), "session_key", None))
+        self.token = token
+        self.seat = Seat(
+            user.id,
+            getattr(self.scope.get("session"), "session_key", None),
+            token.id if token is not None else None,
+        )
         self.renderer = renderer_for(
             self.scope.get("subprotocols", []),
             room_id=room.id,
@@ -155,6 +166,11 @@ class RoomConsumer(Connection):
             )
 
     async def _on_expression(self, frame: dict[str, Any], client_id: str | None) -> None:
+        if self.token is not None and not self.token.writes:
+            # The token narrows what room_access allows: it reads, it does not submit.
+            message = "This token is read-only: make a read-and-write token to submit."
+            await self._refuse("forbidden", message, client_id)
+            return
         try:
             submission = await services.entry_submit(
                 room_id=self.room_id,
@@ -235,6 +251,10 @@ class RoomConsumer(Connection):
 
     async def session_ended(self, event: SessionEnded) -> None:
         if self.seat.session_key and event["session_key"] == self.seat.session_key:
+            await self.close(code=CLOSE_SESSION_ENDED)
+
+    async def token_revoked(self, event: TokenRevoked) -> None:
+        if self.seat.token_id is not None and event["token_id"] == self.seat.token_id:
             await self.close(code=CLOSE_SESSION_ENDED)
 
     # --- Sending ----------------------------------------------------------------------------------

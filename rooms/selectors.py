@@ -17,7 +17,7 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
-from accounts.models import User
+from accounts.models import AccessToken, User
 from rooms.calculator import Resolved, Stored, Wanted
 from rooms.models import Entry, Membership, Room
 
@@ -91,17 +91,19 @@ class Lost(enum.Enum):
 
 @dataclass(frozen=True)
 class Seat:
-    """Who holds a socket: the user, and the session it was opened with."""
+    """Who holds a socket: the user, and the session or the access token it was opened with."""
 
     user_id: int
     session_key: str | None
+    token_id: int | None = None
 
 
 def seats_recheck(*, room_id: int, seats: Collection[Seat]) -> dict[Seat, Lost]:
     """The seats of `room_id` that lost their place, and why (the others are absent).
 
-    However many sockets: one query for the users and their memberships, and one for the
-    sessions (with the database session engine; others are asked key by key).
+    However many sockets: one query for the users and their memberships, one for the sessions
+    (with the database session engine; others are asked key by key), and one for the access
+    tokens when a socket holds one (a revoked token loses its seat like an ended session).
     """
     if not seats:
         return {}
@@ -116,17 +118,28 @@ def seats_recheck(*, room_id: int, seats: Collection[Seat]) -> dict[Seat, Lost]:
         .only("pk", "is_active", "password")
     }
     sessions = _sessions({seat.session_key for seat in seats if seat.session_key})
+    tokens = _live_tokens({seat.token_id for seat in seats if seat.token_id is not None})
     lost: dict[Seat, Lost] = {}
     for seat in seats:
         user = users.get(seat.user_id)
         signed_in = user is not None and user.is_active
         if signed_in and seat.session_key is not None:
             signed_in = _session_holds(sessions.get(seat.session_key), user)
+        if signed_in and seat.token_id is not None:
+            signed_in = tokens.get(seat.token_id) == seat.user_id
         if not signed_in:
             lost[seat] = Lost.SESSION
         elif _level(user.role, is_public=False) < Access.MEMBER:
             lost[seat] = Lost.ACCESS
     return lost
+
+
+def _live_tokens(ids: set[int]) -> dict[int, int]:
+    """The tokens among `ids` that are not revoked, and their owners."""
+    if not ids:
+        return {}
+    rows = AccessToken.objects.filter(pk__in=ids, revoked__isnull=True)
+    return dict(rows.values_list("pk", "owner_id"))
 
 
 def _sessions(keys: set[str]) -> dict[str, dict[str, Any]]:

@@ -35,9 +35,14 @@ from rooms.selectors import Access
 
 
 def wants_json(request: HttpRequest) -> bool:
-    """JSON when asked by `format=json`, or when Accept prefers it to HTML (`*/*` gets HTML)."""
+    """JSON when asked by `format=json`, or when Accept prefers it to HTML (`*/*` gets HTML).
+
+    A script with an access token gets JSON unless its Accept names HTML.
+    """
     if request.GET.get("format") == "json":
         return True
+    if getattr(request, "access_token", None) is not None:
+        return "text/html" not in request.headers.get("Accept", "")
     if "application/json" not in request.headers.get("Accept", ""):
         return False
     return request.get_preferred_type(["text/html", "application/json"]) == "application/json"
