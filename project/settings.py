@@ -214,6 +214,17 @@ else:
             "This serves ONE process only; set REDIS_URL to run more than one."
         )
 
+# Django's cache: allauth counts login attempts in it, so with Redis the limits hold across every
+# process and survive restarts; the embedded default keeps them in this process's memory.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": f"{REDIS_KEY_PREFIX}:cache",
+        }
+    }
+
 # --- Product timings and limits (DESIGN.md) -------------------------------------------------------
 PRESENCE_HEARTBEAT_SECONDS = env_float("PRESENCE_HEARTBEAT_SECONDS", 10)
 PRESENCE_TTL_SECONDS = env_float("PRESENCE_TTL_SECONDS", 30)
