@@ -242,6 +242,7 @@ EXPRESSION_BUCKET_REFILL_PER_SECOND = env_float("EXPRESSION_BUCKET_REFILL_PER_SE
 WS_MAX_FRAME_BYTES = 64 * 1024
 WS_ABUSE_LIMIT = env_int("WS_ABUSE_LIMIT", 30)
 WS_ABUSE_WINDOW_SECONDS = env_float("WS_ABUSE_WINDOW_SECONDS", 60)
+WS_MAX_SOCKETS_PER_USER = env_int("WS_MAX_SOCKETS_PER_USER", 20)  # across every process
 ROOM_PAGE_ENTRIES = 50
 # What the page does on its own (sent to it with the room's config; room.js has no constants).
 TYPING_SEND_INTERVAL_SECONDS = env_float("TYPING_SEND_INTERVAL_SECONDS", 2)

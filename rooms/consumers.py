@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-from collections import deque
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -38,7 +36,7 @@ from rooms import selectors, services
 from rooms.payloads import JSON_SUBPROTOCOL, entry_as_dict
 from rooms.renderers import Renderer, renderer_for
 from rooms.selectors import Access, Lost, Seat
-from rooms.throttle import take_typing_token
+from rooms.throttle import get_socket_quota, take_abuse_token, take_typing_token
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +69,17 @@ class RoomConsumer(Connection):
         if grant.room is None or not grant.allows(Access.MEMBER):
             return await self._refuse_handshake(f"{user.username} is not a member", slug)
         room = grant.room
+        if not await get_socket_quota().claim(
+            user.id,
+            self.channel_name,
+            cap=settings.WS_MAX_SOCKETS_PER_USER,
+            ttl=settings.PRESENCE_TTL_SECONDS,
+        ):
+            return await self._refuse_handshake(
+                f"{user.username} already has {settings.WS_MAX_SOCKETS_PER_USER} sockets open",
+                slug,
+            )
+        self.claimed = True
         self.user = user
         self.username = user.username
         self.room_id = room.id
@@ -87,7 +96,6 @@ class RoomConsumer(Connection):
             room_slug=room.slug,
             viewer=user.username,
         )
-        self.refusals: deque[float] = deque()
         self.feed = PresenceFeed(
             send=self._send_presence,
             spawn=self.tasks.spawn,
@@ -118,6 +126,10 @@ class RoomConsumer(Connection):
         await self.close()  # before accept: the handshake is refused with HTTP 403
 
     async def on_end(self) -> None:
+        if getattr(self, "claimed", False):
+            await self.end_step(
+                get_socket_quota().release(self.user.id, self.channel_name), "socket claim"
+            )
         if not getattr(self, "in_presence", False):
             return
         room_ticker.exit(self.room_id, self)
@@ -206,12 +218,13 @@ class RoomConsumer(Connection):
         await (self.typing.start() if typing else self.typing.stop())
 
     async def _refuse(self, code: str, message: str, client_id: str | None) -> None:
+        """Refuse a frame; too many refusals from one person (across every socket and process,
+        so reconnecting does not reset it) close the socket with 1008."""
         await self._send_error(code, message, client_id)
-        now = time.monotonic()
-        self.refusals.append(now)
-        while self.refusals and self.refusals[0] < now - settings.WS_ABUSE_WINDOW_SECONDS:
-            self.refusals.popleft()
-        if len(self.refusals) >= settings.WS_ABUSE_LIMIT:
+        if not await take_abuse_token(user_id=self.user.id):
+            logger.info(
+                "closing %s's socket in room %s: repeated abuse", self.username, self.room_id
+            )
             await self.close(code=CLOSE_POLICY_VIOLATION)
 
     # --- Periodic work of this connection ---------------------------------------------------------
@@ -225,6 +238,9 @@ class RoomConsumer(Connection):
                     room_id=self.room_id, conn_id=self.channel_name, username=self.username
                 )
                 await self.refresh_groups()
+                await get_socket_quota().claim(
+                    self.user.id, self.channel_name, cap=None, ttl=settings.PRESENCE_TTL_SECONDS
+                )
             except Exception as exc:  # Redis blinked: try again next beat
                 logger.warning(
                     "heartbeat failed in room %s: %s: %s", self.room_id, type(exc).__name__, exc

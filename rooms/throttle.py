@@ -201,3 +201,120 @@ async def take_typing_token(*, user_id: int, room_id: int) -> bool:
         capacity=1,
         refill_per_second=1 / settings.TYPING_MIN_INTERVAL_SECONDS,
     )
+
+
+async def take_abuse_token(*, user_id: int) -> bool:
+    """Refused frames per person, across every socket and process: the WS_ABUSE_LIMIT-th within
+    WS_ABUSE_WINDOW_SECONDS finds the bucket empty. Reconnecting does not refill it."""
+    from django.conf import settings
+
+    return await get_throttle().take(
+        f"abuse:{user_id}",
+        capacity=max(1, settings.WS_ABUSE_LIMIT - 1),
+        refill_per_second=settings.WS_ABUSE_LIMIT / settings.WS_ABUSE_WINDOW_SECONDS,
+    )
+
+
+# --- Open sockets per person ----------------------------------------------------------------------
+# Each open socket holds a claim that expires unless its heartbeat renews it, so the sockets of a
+# process that died stop counting after the presence TTL.
+
+
+class SocketQuota(abc.ABC):
+    @abc.abstractmethod
+    async def claim(self, user_id: int, conn_id: str, *, cap: int | None, ttl: float) -> bool:
+        """Hold (or renew) `conn_id`'s claim; False if the person already holds `cap` others."""
+
+    @abc.abstractmethod
+    async def release(self, user_id: int, conn_id: str) -> None:
+        """Give the claim back (the socket closed)."""
+
+
+class MemorySocketQuota(SocketQuota):
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or time.monotonic
+        self._claims: dict[int, dict[str, float]] = {}
+        self._lock = threading.Lock()
+
+    async def claim(self, user_id: int, conn_id: str, *, cap: int | None, ttl: float) -> bool:
+        with self._lock:
+            now = self._clock()
+            claims = {c: exp for c, exp in self._claims.get(user_id, {}).items() if exp > now}
+            if conn_id not in claims and cap is not None and len(claims) >= cap:
+                self._claims[user_id] = claims
+                return False
+            claims[conn_id] = now + ttl
+            self._claims[user_id] = claims
+            return True
+
+    async def release(self, user_id: int, conn_id: str) -> None:
+        with self._lock:
+            claims = self._claims.get(user_id, {})
+            claims.pop(conn_id, None)
+            if not claims:
+                self._claims.pop(user_id, None)
+
+
+# KEYS: the person's claims (ZSET conn_id -> expiry ms). ARGV: conn_id, ttl ms, cap (0: none).
+_LUA_CLAIM = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if cap > 0 and not redis.call('ZSCORE', KEYS[1], ARGV[1])
+   and redis.call('ZCARD', KEYS[1]) >= cap then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 1
+"""
+
+
+class RedisSocketQuota(SocketQuota):
+    def __init__(self, url: str, *, prefix: str, **redis_options: Any) -> None:
+        self.prefix = prefix
+        self._redis = LoopLocalRedis(url, **redis_options)
+
+    def key(self, user_id: int) -> str:
+        return f"{self.prefix}:s:{int(user_id)}"
+
+    async def claim(self, user_id: int, conn_id: str, *, cap: int | None, ttl: float) -> bool:
+        client, script = self._redis.script(_LUA_CLAIM)
+        allowed = await script(
+            keys=[self.key(user_id)],
+            args=[conn_id, max(1, round(ttl * 1000)), cap or 0],
+            client=client,
+        )
+        return bool(allowed)
+
+    async def release(self, user_id: int, conn_id: str) -> None:
+        await self._redis.client().zrem(self.key(user_id), conn_id)
+
+
+_quota: SocketQuota | None = None
+
+
+def get_socket_quota() -> SocketQuota:
+    """The process-wide socket quota: Redis when ``settings.REDIS_URL`` is set, else in memory."""
+    global _quota
+    with _throttle_lock:
+        if _quota is None:
+            from django.conf import settings
+
+            url = getattr(settings, "REDIS_URL", None)
+            if url:
+                prefix = getattr(settings, "REDIS_KEY_PREFIX", "") or "calcrooms"
+                _quota = RedisSocketQuota(
+                    url, prefix=prefix, **redis_pool_options(settings, name=f"{prefix}:throttle")
+                )
+            else:
+                _quota = MemorySocketQuota()
+        return _quota
+
+
+def reset_socket_quota() -> None:
+    global _quota
+    with _throttle_lock:
+        _quota = None

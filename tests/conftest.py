@@ -51,7 +51,7 @@ def _fresh_channel_layer() -> Any:
 def _fresh_stores() -> Any:
     """Presence and throttles start empty in every test."""
     from presence.store import get_presence_store, reset_presence_store
-    from rooms.throttle import get_throttle, reset_throttle
+    from rooms.throttle import get_throttle, reset_socket_quota, reset_throttle
 
     yield
     for getter in (get_presence_store, get_throttle):
@@ -60,6 +60,7 @@ def _fresh_stores() -> Any:
             asyncio.run(store.clear())
     reset_presence_store()
     reset_throttle()
+    reset_socket_quota()
 
 
 @pytest.fixture

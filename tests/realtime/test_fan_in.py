@@ -38,9 +38,10 @@ async def our_redis_connections() -> int:
 
 
 async def test_a_thousand_sockets_closing_at_once_leave_nothing_and_pools_shrink(
-    connect, lobby, caplog
+    connect, lobby, caplog, settings
 ):
     caplog.set_level(logging.WARNING)
+    settings.WS_MAX_SOCKETS_PER_USER = SOCKETS  # fifty tabs each: past the per-person cap
 
     def people() -> list[tuple[int, str]]:
         found = []
