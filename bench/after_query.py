@@ -363,7 +363,8 @@ def stage(label: str) -> Iterator[None]:
 # --- Loading ---------------------------------------------------------------------------------
 
 LOAD_SQL = """
-INSERT INTO {table} (room_id, seq, author_id, client_id, expression, result, error, created)
+INSERT INTO {table} (room_id, seq, author_id, client_id, expression, result, error, created,
+                     refs, rounded, rules)
 SELECT %(room)s, g,
        CASE WHEN g %% {rare_every} = 0 THEN %(rare)s
             ELSE (%(authors)s::bigint[])[1 + g %% {n_authors}] END,
@@ -372,7 +373,8 @@ SELECT %(room)s, g,
             ELSE (g %% 9973) || ' * ' || (g %% 97) END,
        CASE WHEN g %% 50 = 0 THEN NULL ELSE ((g %% 9973) * (g %% 97))::text END,
        CASE WHEN g %% 50 = 0 THEN 'division by zero' END,
-       now() - make_interval(secs => %(count)s - g)
+       now() - make_interval(secs => %(count)s - g),
+       '[]'::jsonb, false, 2
 FROM generate_series(1, %(count)s) AS g
 """
 

@@ -5,12 +5,13 @@
     .venv/bin/python bench/run.py --only catchup
 
 Each bench is its own process: bench/calculator.py (its output is parsed here),
-bench/after_query.py, bench/catchup.py, bench/fanout.py, bench/memory.py and bench/render.py
-(the last three print their own tables). Each writes var/bench/<name>.json; this script writes
-var/bench/calculator.json from the calculator's output and var/bench/summary.json. Speed is read
-as ratios against baselines measured in the same run, never as absolute thresholds. Exit status:
-1 when a bench failed (the calculator's 50 ms bound, the catch-up query's index plan, a catch-up
-that saw a gap or a duplicate).
+bench/after_query.py, bench/resolve.py, bench/catchup.py, bench/fanout.py, bench/memory.py and
+bench/render.py (the last three print their own tables). Each writes var/bench/<name>.json; this
+script writes var/bench/calculator.json from the calculator's output and var/bench/summary.json.
+Speed is read as ratios against baselines measured in the same run, never as absolute
+thresholds. Exit status: 1 when a bench failed (the calculator's 50 ms bound, the catch-up
+query's index plan, a resolution query that is not one probe per reference, a replay mismatch,
+a catch-up that saw a gap or a duplicate).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "var" / "bench"
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
-BENCHES = ("calculator", "after_query", "catchup", "fanout", "memory", "render")
+BENCHES = ("calculator", "after_query", "resolve", "catchup", "fanout", "memory", "render")
 
 
 def bench_args(name: str, quick: bool) -> list[str]:
@@ -37,6 +38,8 @@ def bench_args(name: str, quick: bool) -> list[str]:
         return ["--random", "100", "--repeats", "3"] if quick else []
     if name == "after_query":
         return ["--entries", "100000", "--repeats", "50"] if quick else []
+    if name == "resolve":
+        return ["--entries", "20000", "--variables", "200", "--repeats", "50"] if quick else []
     if name == "fanout":
         return ["--sockets", "50", "--rounds", "5"] if quick else []
     if name == "render":
@@ -178,6 +181,42 @@ def summary_rows(ran: dict[str, int]) -> list[Row]:
                 "after_query",
                 "plan: index range scan on entry_room_seq_unique (big room)",
                 "ok" if after["plans_ok"] else "FAIL",
+                "",
+                "",
+                "",
+            )
+        )
+    resolve = load("resolve") if "resolve" in ran else None
+    if resolve:
+        big = resolve["load"]["big"]
+        base = resolve["load"]["baseline"]["entries"]
+        for ratio in resolve["ratios"]:
+            rows.append(
+                (
+                    "resolve",
+                    f"{ratio['case']} ({big['entries']:,} entries, {big['variables']:,} names)",
+                    _ms(ratio["median_ms"]),
+                    _ms(ratio["p95_ms"]),
+                    f"{base:,}: {_ms(ratio['baseline_median_ms'])}",
+                    f"{ratio['ratio']:.2f}x",
+                )
+            )
+        replay = resolve["replay"]["big"]
+        rows.append(
+            (
+                "resolve",
+                f"replay of {replay['entries']:,} entries: {replay['mismatches']} mismatches",
+                f"{replay['seconds'] * 1000:.0f}",
+                "",
+                f"{replay['entries_per_second']:,}/s",
+                "ok" if not replay["mismatches"] else "FAIL",
+            )
+        )
+        rows.append(
+            (
+                "resolve",
+                "plans: one index probe per reference (big room)",
+                "ok" if resolve["ok"] else "FAIL",
                 "",
                 "",
                 "",

@@ -13,13 +13,13 @@ from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.sessions.models import Session
 from django.db import connection
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import Exists, OuterRef, QuerySet, Subquery
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from accounts.models import AccessToken, User
 from rooms.calculator import Resolved, Stored, Wanted
-from rooms.models import Entry, Membership, Room
+from rooms.models import Entry, Membership, Room, RoomBar, RoomInvite
 
 
 class Access(enum.IntEnum):
@@ -37,13 +37,20 @@ class Grant:
 
     room: Room | None
     access: Access
+    barred: bool = False  # removed by the owner: no link and no Join button lets them back
 
     def allows(self, need: Access) -> bool:
         return self.room is not None and self.access >= need
 
 
-def _level(role: str | None, *, is_public: bool) -> Access:
-    """The rule, written once: members read and write, owners manage, strangers see public rooms."""
+def _level(role: str | None, *, is_public: bool, barred: bool = False) -> Access:
+    """The rule, written once: members read and write, owners manage, strangers see public rooms.
+
+    A barred person is a stranger whatever membership row exists (one written past the services,
+    in the admin or a shell, does not lift a bar: only the owner's unbar does).
+    """
+    if barred:
+        return Access.VISITOR if is_public else Access.NONE
     if role == Membership.Role.OWNER:
         return Access.OWNER
     if role == Membership.Role.MEMBER:
@@ -72,14 +79,19 @@ def room_access(
     rooms = rooms.annotate(
         role=Subquery(
             Membership.objects.filter(room=OuterRef("pk"), user_id=user.pk).values("role")[:1]
-        )
+        ),
+        barred=Exists(RoomBar.objects.filter(room=OuterRef("pk"), user_id=user.pk)),
     )
     room = (
         rooms.select_for_update(of=("self",)) if lock else rooms.select_related("owner")
     ).first()
     if room is None:
         return Grant(room=None, access=Access.NONE)
-    return Grant(room=room, access=_level(room.role, is_public=room.is_public))
+    return Grant(
+        room=room,
+        access=_level(room.role, is_public=room.is_public, barred=room.barred),
+        barred=room.barred,
+    )
 
 
 class Lost(enum.Enum):
@@ -113,7 +125,8 @@ def seats_recheck(*, room_id: int, seats: Collection[Seat]) -> dict[Seat, Lost]:
         .annotate(
             role=Subquery(
                 Membership.objects.filter(room_id=room_id, user=OuterRef("pk")).values("role")[:1]
-            )
+            ),
+            barred=Exists(RoomBar.objects.filter(room_id=room_id, user=OuterRef("pk"))),
         )
         .only("pk", "is_active", "password")
     }
@@ -129,7 +142,7 @@ def seats_recheck(*, room_id: int, seats: Collection[Seat]) -> dict[Seat, Lost]:
             signed_in = tokens.get(seat.token_id) == seat.user_id
         if not signed_in:
             lost[seat] = Lost.SESSION
-        elif _level(user.role, is_public=False) < Access.MEMBER:
+        elif _level(user.role, is_public=False, barred=user.barred) < Access.MEMBER:
             lost[seat] = Lost.ACCESS
     return lost
 
@@ -205,7 +218,7 @@ def entry_resolve(*, room_id: int, before_seq: int, wanted: Wanted) -> Resolved:
     three queries, whatever the expression. The room service calls it under the room's row lock
     with the seq the new entry is about to take, so the entry sees exactly the ones before it.
     """
-    entries = Entry.objects.filter(room_id=room_id)
+    entries = Entry.objects.filter(room_id=room_id).order_by()  # not Meta's (room, seq): a join
     answer = None
     if wanted.answer:
         row = (
@@ -295,16 +308,29 @@ def entries_before(
     return EntryPage(entries=rows, has_more=has_more)
 
 
-def rooms_for_list(*, user: User) -> tuple[list[Room], list[Room]]:
-    """(rooms the user belongs to, public rooms they have not joined)."""
-    mine = list(Room.objects.filter(memberships__user=user).select_related("owner"))
-    mine_ids = {room.id for room in mine}
-    public = [
-        room
-        for room in Room.objects.filter(visibility=Room.Visibility.PUBLIC).select_related("owner")
-        if room.id not in mine_ids
-    ]
+def rooms_for_list(*, user: User) -> tuple[QuerySet[Room], QuerySet[Room]]:
+    """(rooms the user belongs to, public rooms they have not joined), each in a stable order
+    for paging (name, then id): the room list shows a page of each, never all of them."""
+    mine = (
+        Room.objects.filter(memberships__user=user).select_related("owner").order_by("name", "pk")
+    )
+    public = (
+        Room.objects.filter(visibility=Room.Visibility.PUBLIC)
+        .exclude(Exists(Membership.objects.filter(room=OuterRef("pk"), user_id=user.pk)))
+        .select_related("owner")
+        .order_by("name", "pk")
+    )
     return mine, public
+
+
+def room_bars(*, room: Room) -> QuerySet[RoomBar]:
+    """The people barred from the room, for its members page."""
+    return room.bars.select_related("user", "barred_by").order_by("user__username")
+
+
+def invite_current(*, room: Room) -> RoomInvite | None:
+    """The room's current invite: its newest link that is not reset (it may have expired)."""
+    return room.invites.filter(revoked_at__isnull=True).select_related("created_by").first()
 
 
 def room_members(*, room: Room) -> QuerySet[Membership]:
