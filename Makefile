@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.lock | $(BIN)/python
 install: $(VENV)/.installed
 
 run: install
-	@export DJANGO_DEBUG=$${DJANGO_DEBUG:-1}; \
+	@export DJANGO_DEBUG=$${DJANGO_DEBUG:-1} PORT=$(PORT); \
 	$(BIN)/python manage.py ensure_database && \
 	$(BIN)/python manage.py migrate --noinput && \
 	$(BIN)/python manage.py load_demo && \

@@ -1,5 +1,6 @@
-"""The ASGI application: HTTP to Django, WebSocket through the origin check and the session to
-the room router. uvicorn serves it (`uvicorn project.asgi:application`)."""
+"""The ASGI application: HTTP to Django, WebSocket through the session and the exact origin
+check (or a Bearer token) to the room router. uvicorn serves it
+(`uvicorn project.asgi:application`)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ django_asgi_app = get_asgi_application()
 # Imported after Django is set up: these pull in models.
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from accounts.tokens import BearerTokenSocketMiddleware  # noqa: E402
 from project.hygiene import RefuseUnrouted, StaticFiles  # noqa: E402
+from project.origins import OriginCheck  # noqa: E402
 from rooms.routing import websocket_urlpatterns  # noqa: E402
 
 http_app = StaticFiles(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
@@ -31,7 +32,7 @@ application = ProtocolTypeRouter(
         # Origin (a browser cannot set the header); every other one goes through the Origin
         # check and the session cookie.
         "websocket": BearerTokenSocketMiddleware(
-            AllowedHostsOriginValidator(AuthMiddlewareStack(socket_router)),
+            AuthMiddlewareStack(OriginCheck(socket_router)),
             token_app=socket_router,
         ),
     }

@@ -81,6 +81,15 @@ ALLOWED_HOSTS = env_list(
     "DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else []
 )
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+# The origins (scheme, host and port) the site is served on: cookie sockets from any other are
+# refused (project/origins.py). Debug: `make run`'s own; otherwise https on each allowed host.
+_PORT = env_str("PORT", "8000")
+ALLOWED_ORIGINS = env_list(
+    "DJANGO_ALLOWED_ORIGINS",
+    [f"http://127.0.0.1:{_PORT}", f"http://localhost:{_PORT}", f"http://[::1]:{_PORT}"]
+    if DEBUG
+    else [f"https://{host.lstrip('.')}" for host in ALLOWED_HOSTS if host != "*"],
+)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -58,6 +58,9 @@ class ServerProcess:
             "DJANGO_DEBUG": "0",
             "DJANGO_SECURE_COOKIES": "0",
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            # Its own origins, and any port on loopback: tests put proxies of their own (on
+            # ports of their own) in front of it. The exact rule is tested in-process.
+            "DJANGO_ALLOWED_ORIGINS": "http://127.0.0.1:*,http://localhost:*",
             **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
