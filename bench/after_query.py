@@ -212,7 +212,7 @@ class BenchServer:
         self.port = free_port()
         self.host = "127.0.0.1"
         self.origin = f"http://{self.host}:{self.port}"
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**os.environ, "DJANGO_ALLOWED_ORIGINS": self.origin, **(env or {})}
         self.log_path = OUT_DIR / f"server-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.log_problems: dict[str, Any] | None = None
