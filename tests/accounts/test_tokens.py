@@ -95,13 +95,17 @@ def test_the_page_header_links_to_the_tokens_page(alice):
     assert 'href="/accounts/tokens/"' in signed_in(alice).get("/").text
 
 
-def test_revoking_my_token_ends_it(alice, lobby):
+def test_revoking_my_token_ends_it_and_closes_its_sockets(
+    alice, lobby, sent_events, django_capture_on_commit_callbacks
+):
     raw = new_token(alice)
     token = AccessToken.objects.get()
     client = signed_in(alice)
     assert Client().get("/rooms/lobby/entries/", headers=bearer(raw)).status_code == 200
-    response = client.post(f"/accounts/tokens/{token.pk}/revoke/")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/accounts/tokens/{token.pk}/revoke/")
     assert response.status_code == 302 and response["Location"] == "/accounts/tokens/"
+    assert sent_events == [(f"user.{alice.pk}", {"type": "token.revoked", "token_id": token.pk})]
     token.refresh_from_db()
     assert token.revoked is not None
     assert Client().get("/rooms/lobby/entries/", headers=bearer(raw)).status_code == 401
@@ -255,3 +259,26 @@ def test_last_used_is_written_at_most_once_an_interval(bob, lobby):
     Client().get("/rooms/lobby/entries/", headers=bearer(raw))
     token.refresh_from_db()
     assert token.last_used > first
+
+
+def test_the_admin_lists_tokens_and_revokes_them_through_the_service(
+    alice, bob, sent_events, django_capture_on_commit_callbacks
+):
+    new_token(bob, "write", name="bob's bot")
+    token = AccessToken.objects.get()
+    alice.is_staff = alice.is_superuser = True
+    alice.save(update_fields=["is_staff", "is_superuser"])
+    client = signed_in(alice)
+    listing = client.get("/admin/accounts/accesstoken/")
+    assert listing.status_code == 200 and "bob&#x27;s bot" in listing.text
+    assert token.token_hash in client.get(f"/admin/accounts/accesstoken/{token.pk}/change/").text
+    assert client.get("/admin/accounts/accesstoken/add/").status_code == 403
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            "/admin/accounts/accesstoken/",
+            {"action": "revoke", "_selected_action": [token.pk]},
+        )
+    assert response.status_code == 302
+    token.refresh_from_db()
+    assert token.revoked is not None
+    assert [event for _, event in sent_events] == [{"type": "token.revoked", "token_id": token.pk}]
