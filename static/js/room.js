@@ -461,13 +461,15 @@
     if (!state.fetching) drain();
   }
 
-  // Apply held entries while they are next in line; a hole means we missed something.
+  // Apply held entries while they are next in line; a hole means we missed something. Returns how
+  // many were new to this page (not the stored entries of its own outbox).
   function drain() {
     var applied = 0;
     while (state.held.has(state.lastSeq + 1)) {
       var next = state.held.get(state.lastSeq + 1);
       state.held.delete(state.lastSeq + 1);
-      if (apply(next)) applied += 1;
+      var ours = fromOutbox(next);
+      if (apply(next) && !ours) applied += 1;
     }
     state.held.forEach(function (_article, seq) {
       if (seq <= state.lastSeq) state.held.delete(seq);
@@ -493,6 +495,10 @@
 
   function isMine(article) {
     return article.dataset.author === config.username;
+  }
+
+  function fromOutbox(article) {
+    return isMine(article) && !!article.dataset.clientId && outbox.has(article.dataset.clientId);
   }
 
   function prepare(article) {
@@ -545,7 +551,8 @@
         page.articles.forEach(function (article) {
           var seq = parseInt(article.dataset.seq, 10);
           if (seq === state.lastSeq + 1) {
-            if (apply(article)) caughtUp += 1;
+            var ours = fromOutbox(article); // what you sent is not news to you
+            if (apply(article) && !ours) caughtUp += 1;
           }
         });
         if (page.hasMore && page.articles.length) return step();
@@ -559,6 +566,7 @@
         if (afterReconnect) showAway(caughtUp);
         if (conn.open && conn.opens === connection) {
           conn.caughtUpOn = connection;
+          roomElt.dataset.caughtUp = String(connection); // a hook: this connection is caught up
           pump();
         }
         if (state.fetchAgain) {
@@ -605,6 +613,7 @@
     holdUntil: 0, // after a rate_limited / unavailable answer: nothing is sent before this
     failures: 0,
     timer: null,
+    inFlight: null, // the client_id sent and not answered yet: one at a time keeps the order
   };
   var STORE_KEY = "calcrooms:outbox:" + config.room + ":" + config.username;
 
@@ -722,6 +731,10 @@
     if (item.row) item.row.remove();
     save();
     showWaiting();
+    if (sending.inFlight === clientId) {
+      sending.inFlight = null;
+      pump(); // answered: the next one goes
+    }
   }
 
   // Its stored entry is shown (or older than this page): the row has done its job.
@@ -744,6 +757,7 @@
   }
 
   function refuse(item, code, reason) {
+    if (sending.inFlight === item.clientId) sending.inFlight = null;
     item.status = "refused";
     item.code = code;
     item.reason = reason;
@@ -753,6 +767,7 @@
       code: code,
     });
     showWaiting();
+    pump();
   }
 
   function onRefusal(code, clientId, message) {
@@ -760,6 +775,7 @@
     if (code === "rate_limited" || code === "unavailable") {
       // Not stored now, but nothing wrong with it: send it again later.
       if (item) {
+        if (sending.inFlight === item.clientId) sending.inFlight = null;
         item.sentOn = 0;
         item.status = "waiting";
         item.code = code;
@@ -832,14 +848,18 @@
     }
   }
 
-  // Send what is not yet sent on this connection, in order, as the bucket allows. What was sent on
-  // an earlier connection waits for this one's catch-up (which may show it stored). Called on
-  // open, after a catch-up, on submit, and by its own timer.
+  // Send the first expression not yet sent on this connection, as the bucket allows; its answer
+  // (its entry, or a refusal) sends the next. One at a time, so a refused one is never overtaken
+  // by the next and the room stores them in the order typed (`ans` and variables depend on it).
+  // What was sent on an earlier connection waits for this one's catch-up (which may show it
+  // stored). Called on open, after a catch-up, on submit, on each answer, and by its own timer.
   function pump() {
     clearTimeout(sending.timer);
     sending.timer = null;
     if (!conn.open) return;
-    var caughtUp = conn.caughtUpOn === conn.opens;
+    var flying = sending.inFlight && outbox.get(sending.inFlight);
+    if (flying && flying.sentOn === conn.opens) return;
+    sending.inFlight = null; // sent on a connection that is gone: it is sent again below
     var now = Date.now();
     if (now < sending.holdUntil) {
       sending.timer = setTimeout(pump, sending.holdUntil - now);
@@ -849,7 +869,7 @@
     for (var i = 0; i < items.length; i++) {
       var item = items[i];
       if (item.status === "refused" || item.sentOn === conn.opens) continue;
-      if (item.everSent && !caughtUp) continue;
+      if (item.everSent && conn.caughtUpOn !== conn.opens) return;
       var wait = takeToken(now);
       if (wait > 0) {
         sending.timer = setTimeout(pump, wait);
@@ -858,10 +878,13 @@
       if (!sendFrame({ type: "expression", expression: item.expression, client_id: item.clientId })) return;
       item.sentOn = conn.opens;
       item.everSent = true;
+      sending.inFlight = item.clientId;
       if (item.status === "waiting") {
         item.status = "sending";
         renderRow(item);
       }
+      showWaiting();
+      return;
     }
     showWaiting();
   }

@@ -9,7 +9,7 @@
 - Resends answered `rate_limited` (the bucket spent elsewhere) or `unavailable` (PostgreSQL gone)
   are sent again later; none is dropped.
 - A refused expression (too long, empty) stays in the log with its reason and an Edit button.
-- When the room is over for the page (4401, 4403, 1009) a banner replaces the input, with the
+- When the room is over for the page (4401, 4403, 1008) a banner replaces the input, with the
   action that helps.
 
 The network fails through `CuttableProxy` (tests/browser/proxy.py); PostgreSQL fails through one
@@ -374,8 +374,11 @@ def test_resends_answered_unavailable_are_sent_again_and_none_is_dropped(
     database_proxy: CuttableProxy,
     server_on_database_proxy: ServerProcess,
 ) -> None:
+    # While PostgreSQL is away, what the page asks over HTTP fails (a catch-up, say).
+    pages.allow(r"Failed to load resource: the server responded with a status of 50[03]")
     context = pages.context_for(bob, base_url=server_on_database_proxy.url)
     page = pages.open_page(context, "bob", ROOM)
+    expect(page.locator("#room")).to_have_attribute("data-caught-up", "1")
     page.evaluate(RECORD_ERRORS)
     token = set_marker(page)
 
@@ -485,13 +488,17 @@ def test_removal_from_the_room_shows_back_to_your_rooms(
     expect(page).to_have_url(re.compile(r"/$"))
 
 
-def test_a_frame_too_large_shows_reload(lobby: Room, bob: User, pages: Pages) -> None:
+def test_repeated_abuse_shows_reload(lobby: Room, bob: User, pages: Pages) -> None:
+    """30 refused frames close the socket with 1008: the page says why and offers Reload."""
     page = pages.page_for(bob, ROOM)
     page.evaluate(
-        "() => document.getElementById('room')['htmx-internal-data'].webSocket.socket"
-        ".send('x'.repeat(70000))"
+        """limit => {
+          const socket = document.getElementById('room')['htmx-internal-data'].webSocket.socket;
+          for (let i = 0; i < limit; i++) socket.send('not json');
+        }""",
+        settings.WS_ABUSE_LIMIT,
     )
-    action = _expect_banner(page, 1009, "too large", "Reload")
+    action = _expect_banner(page, 1008, "too many refused messages", "Reload")
     action.click()
     expect(page.locator("#connection")).to_have_attribute("data-state", "connected", timeout=SOON)
     expect(page.locator("#ended")).to_have_count(0)
