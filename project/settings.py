@@ -273,6 +273,9 @@ RESEND_CAP_SECONDS = env_float("RESEND_CAP_SECONDS", 10)
 ENTRIES_DEFAULT_LIMIT = 100
 ENTRIES_MAX_LIMIT = 500
 INVITE_MAX_AGE_SECONDS = env_int("INVITE_MAX_AGE_SECONDS", 7 * 86400)
+# Abuse that costs the abuser: rooms one person may create in any hour, and the room list's page.
+ROOMS_PER_HOUR = env_int("ROOMS_PER_HOUR", 10)
+ROOM_LIST_PAGE_SIZE = env_int("ROOM_LIST_PAGE_SIZE", 50)
 
 # --- Accounts (django-allauth) --------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"

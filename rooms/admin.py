@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from rooms.models import Entry, Membership, Room
+from rooms.models import Entry, Membership, Room, RoomBar, RoomInvite
 
 
 class MembershipInline(admin.TabularInline):
@@ -47,3 +47,28 @@ class EntryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
         return False
+
+
+@admin.register(RoomInvite)
+class RoomInviteAdmin(admin.ModelAdmin):
+    """Invite links: revoke one by setting `revoked_at` (the owner's reset revokes them all)."""
+
+    list_display = ["room", "created_by", "created", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["room__slug", "created_by__username"]
+    raw_id_fields = ["room", "created_by"]
+    readonly_fields = ["token", "created"]
+    list_select_related = ["room", "created_by"]
+
+    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False  # links are made on the members page, with a random token
+
+
+@admin.register(RoomBar)
+class RoomBarAdmin(admin.ModelAdmin):
+    """People removed from rooms. Deleting a bar lifts it, as the owner's Unbar does."""
+
+    list_display = ["room", "user", "barred_by", "created"]
+    search_fields = ["room__slug", "user__username"]
+    raw_id_fields = ["room", "user", "barred_by"]
+    list_select_related = ["room", "user", "barred_by"]

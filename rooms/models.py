@@ -119,3 +119,56 @@ class Entry(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.expression}"
+
+
+class RoomInvite(models.Model):
+    """A room's invite link. The room has one current link (the newest one not revoked); the
+    owner's reset revokes every earlier one, and a link older than INVITE_MAX_AGE_SECONDS is
+    refused as expired."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="invites")
+    # Random, unguessable, and the whole of the link's secret: the owner sees it again on every
+    # visit to the members page, so it is kept rather than hashed.
+    token = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["room", "-created"]
+        indexes = [
+            # The room's current link: its newest one that is not revoked.
+            models.Index(
+                fields=["room", "-created"],
+                name="roominvite_room_current",
+                condition=models.Q(revoked_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"invite to {self.room} by {self.created_by}"
+
+
+class RoomBar(models.Model):
+    """A person removed from a room: no invite link and no Join button lets them back until the
+    owner lifts the bar (deletes this record)."""
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="bars")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="room_bars"
+    )
+    barred_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["room", "user"]
+        constraints = [
+            models.UniqueConstraint(fields=["room", "user"], name="roombar_room_user_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} barred from {self.room}"

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.core import signing
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import User
@@ -22,12 +24,13 @@ from realtime.events import (
     user_group,
 )
 from rooms import calculator, selectors
-from rooms.models import Entry, Membership, Room
+from rooms.models import Entry, Membership, Room, RoomBar, RoomInvite
 from rooms.payloads import entry_as_dict, entry_frames
 from rooms.selectors import Access
 from rooms.throttle import take_expression_token
 
-INVITE_SALT = "calcrooms.invite"
+INVITE_TOKEN_BYTES = 32  # 43 URL-safe characters
+INVITE_TOKEN_MAX_LENGTH = RoomInvite._meta.get_field("token").max_length
 ROOM_NAME_MAX_LENGTH = Room._meta.get_field("name").max_length
 
 
@@ -281,6 +284,11 @@ def _unique_slug(name: str) -> str:
 
 
 def room_create(*, owner: User, name: str, visibility: str) -> Room:
+    """A new room with `owner` as its owner; at most ROOMS_PER_HOUR a person in any hour.
+
+    The count is read under the owner's row lock, so simultaneous requests (from any number of
+    processes) cannot slip past the cap together.
+    """
     name = name.strip()
     if not name:
         raise Refused("invalid", "A room needs a name.")
@@ -291,6 +299,7 @@ def room_create(*, owner: User, name: str, visibility: str) -> Room:
     for _attempt in range(3):
         try:
             with transaction.atomic():
+                _rooms_per_hour_check(owner)
                 room = Room.objects.create(
                     slug=_unique_slug(name), name=name, owner=owner, visibility=visibility
                 )
@@ -301,10 +310,35 @@ def room_create(*, owner: User, name: str, visibility: str) -> Room:
     raise Refused("invalid", "Could not pick an address for this room; try another name.")
 
 
+def _rooms_per_hour_check(owner: User) -> None:
+    User.objects.select_for_update().filter(pk=owner.pk).values_list("pk", flat=True).first()
+    since = timezone.now() - timedelta(hours=1)
+    limit = settings.ROOMS_PER_HOUR
+    if Room.objects.filter(owner=owner, created__gte=since).count() >= limit:
+        raise Refused(
+            "rate_limited",
+            f"You can create at most {limit} rooms an hour. Try again later.",
+        )
+
+
+def barred_message(room: Room) -> str:
+    return (
+        f"You were removed from {room.name} by its owner, so you cannot join it again "
+        "unless they lift the bar."
+    )
+
+
 def room_join(*, room: Room, user: User) -> Membership:
-    if not room.is_public:
-        raise Refused("forbidden", "This room is private: ask its owner for an invite link.")
-    membership, _ = Membership.objects.get_or_create(room=room, user=user)
+    """Join a public room (the Join button). A barred person is refused (`barred`)."""
+    with transaction.atomic():
+        grant = selectors.room_access(room_id=room.pk, user=user, lock=True)
+        if grant.room is None:
+            raise Refused("invalid", "This room no longer exists.")
+        if grant.barred:
+            raise Refused("barred", barred_message(grant.room))
+        if not grant.room.is_public:
+            raise Refused("forbidden", "This room is private: ask its owner for an invite link.")
+        membership, _ = Membership.objects.get_or_create(room=grant.room, user=user)
     return membership
 
 
@@ -332,12 +366,24 @@ def _require_owner(room: Room, actor: User, message: str) -> None:
 
 
 def member_remove(*, room: Room, actor: User, user_id: int) -> None:
+    """Remove a member and bar them: no invite link and no Join button lets them back until the
+    owner lifts the bar (`member_unbar`). Their open sockets close with 4403."""
     _require_owner(room, actor, "Only the owner can remove members.")
     if user_id == room.owner_id:
         raise Refused("invalid", "The owner cannot be removed.")
+    if not User.objects.filter(pk=user_id).exists():
+        raise Refused("invalid", "No such person.")
     with transaction.atomic():
         Membership.objects.filter(room=room, user_id=user_id).delete()
+        RoomBar.objects.get_or_create(room=room, user_id=user_id, defaults={"barred_by": actor})
         _revoke(room.pk, user_id)
+
+
+def member_unbar(*, room: Room, actor: User, user_id: int) -> None:
+    """Lift a bar: the person may come back through an invite link or the Join button (they
+    are not made a member by this)."""
+    _require_owner(room, actor, "Only the owner can lift a bar.")
+    RoomBar.objects.filter(room=room, user_id=user_id).delete()
 
 
 def room_delete(*, room: Room, actor: User) -> None:
@@ -349,20 +395,81 @@ def room_delete(*, room: Room, actor: User) -> None:
         _revoke(room_id, None)
 
 
-def invite_token(*, room: Room) -> str:
-    return signing.dumps({"room": room.pk}, salt=INVITE_SALT, compress=True)
+# --- Invites -------------------------------------------------------------------------------------
+
+
+def _invite_new(room: Room, actor: User) -> RoomInvite:
+    return RoomInvite.objects.create(
+        room=room, created_by=actor, token=secrets.token_urlsafe(INVITE_TOKEN_BYTES)
+    )
+
+
+def _invite_expired(invite: RoomInvite) -> bool:
+    return invite.created <= timezone.now() - timedelta(seconds=settings.INVITE_MAX_AGE_SECONDS)
+
+
+def invite_expires(invite: RoomInvite) -> datetime:
+    return invite.created + timedelta(seconds=settings.INVITE_MAX_AGE_SECONDS)
+
+
+def invite_for_owner(*, room: Room, actor: User) -> RoomInvite:
+    """The room's current invite link, made only when there is none that works (never reset,
+    not expired): visiting the members page again shows the same link."""
+    _require_owner(room, actor, "Only the owner can invite people.")
+    invite = selectors.invite_current(room=room)
+    if invite is not None and not _invite_expired(invite):
+        return invite
+    with transaction.atomic():
+        # Two visits at once make one link: the second waits here, then finds the first's.
+        Room.objects.select_for_update().filter(pk=room.pk).values_list("pk", flat=True).first()
+        invite = selectors.invite_current(room=room)
+        if invite is None or _invite_expired(invite):
+            invite = _invite_new(room, actor)
+    return invite
+
+
+def invite_reset(*, room: Room, actor: User) -> RoomInvite:
+    """End every earlier link of the room (their pages say they were reset) and make a new one."""
+    _require_owner(room, actor, "Only the owner can reset the invite link.")
+    with transaction.atomic():
+        Room.objects.select_for_update().filter(pk=room.pk).values_list("pk", flat=True).first()
+        RoomInvite.objects.filter(room=room, revoked_at__isnull=True).update(
+            revoked_at=timezone.now()
+        )
+        return _invite_new(room, actor)
+
+
+def invite_check(*, token: str) -> RoomInvite:
+    """The invite `token` names, if it still works; else Refused saying which: `invalid` (no
+    such link), `reset` (the owner reset it), `expired` (older than INVITE_MAX_AGE_SECONDS)."""
+    invite = None
+    if 0 < len(token) <= INVITE_TOKEN_MAX_LENGTH:
+        invite = RoomInvite.objects.select_related("room", "created_by").filter(token=token).first()
+    if invite is None:
+        raise Refused(
+            "invalid", "This invite link is not valid. Ask the room's owner for a new one."
+        )
+    if invite.revoked_at is not None:
+        raise Refused(
+            "reset", "This invite link was reset by the owner. Ask them for the new link."
+        )
+    if _invite_expired(invite):
+        raise Refused(
+            "expired", "This invite link has expired. Ask the room's owner for a new one."
+        )
+    return invite
 
 
 def invite_accept(*, token: str, user: User) -> Room:
-    """Join the room a signed, unexpired invite names."""
-    try:
-        data = signing.loads(token, salt=INVITE_SALT, max_age=settings.INVITE_MAX_AGE_SECONDS)
-    except signing.SignatureExpired:
-        raise Refused("expired", "This invite link has expired; ask for a new one.") from None
-    except signing.BadSignature:
-        raise Refused("invalid", "This invite link is not valid.") from None
-    room = Room.objects.filter(pk=data.get("room")).first()
-    if room is None:
-        raise Refused("invalid", "This room no longer exists.")
-    Membership.objects.get_or_create(room=room, user=user)
-    return room
+    """Join the room of a working invite link. A barred person is refused (`barred`), whatever
+    link they hold; a member already in is left as they are."""
+    invite = invite_check(token=token)
+    with transaction.atomic():
+        # Under the room's lock, so a removal at the same moment cannot be undone by this.
+        grant = selectors.room_access(room_id=invite.room_id, user=user, lock=True)
+        if grant.room is None:
+            raise Refused("invalid", "This room no longer exists.")
+        if grant.barred:
+            raise Refused("barred", barred_message(grant.room))
+        Membership.objects.get_or_create(room=grant.room, user=user)
+    return grant.room

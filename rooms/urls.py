@@ -21,6 +21,12 @@ urlpatterns = [
         views.member_remove,
         name="member_remove",
     ),
+    path(
+        "rooms/<slug:slug>/members/<int:user_id>/unbar/",
+        views.member_unbar,
+        name="member_unbar",
+    ),
+    path("rooms/<slug:slug>/invite/reset/", views.invite_reset, name="invite_reset"),
     path("rooms/<slug:slug>/history/", views.room_history, name="history"),
     path("rooms/<slug:slug>/export.csv", views.room_export, {"fmt": "csv"}, name="export_csv"),
     path("rooms/<slug:slug>/export.json", views.room_export, {"fmt": "json"}, name="export_json"),

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Page, Paginator
 from django.http import (
     Http404,
     HttpRequest,
@@ -107,17 +108,49 @@ def _room(request: HttpRequest, slug: str, need: Access = Access.MEMBER) -> tupl
 @require_GET
 @signed_in
 def room_list(request: HttpRequest) -> HttpResponse:
+    """A page of your rooms (`?mine=N`) and a page of the public rooms (`?page=N`): however many
+    rooms exist, the list is ROOM_LIST_PAGE_SIZE of each."""
     mine, public = selectors.rooms_for_list(user=request.user)
-    counts = presence_counts_sync(room_ids=[room.id for room in mine + public])
-    for room in mine + public:
+    size = settings.ROOM_LIST_PAGE_SIZE
+    mine_page = Paginator(mine, size).get_page(request.GET.get("mine"))
+    public_page = Paginator(public, size).get_page(request.GET.get("page"))
+    shown = [*mine_page.object_list, *public_page.object_list]
+    counts = presence_counts_sync(room_ids=[room.id for room in shown])
+    for room in shown:
         room.online_count = counts.get(room.id, 0)
-    return render(request, "rooms/room_list.html", {"my_rooms": mine, "public_rooms": public})
+    return render(
+        request,
+        "rooms/room_list.html",
+        {
+            "my_rooms": mine_page.object_list,
+            "public_rooms": public_page.object_list,
+            "mine_page": mine_page,
+            "public_page": public_page,
+            "mine_links": _page_links(request, "mine", mine_page),
+            "public_links": _page_links(request, "page", public_page),
+        },
+    )
+
+
+def _page_links(request: HttpRequest, param: str, page: Page) -> dict[str, str | None]:
+    """The previous and next page's query strings, keeping the other list's page."""
+
+    def link(number: int) -> str:
+        query = request.GET.copy()
+        query[param] = str(number)
+        return "?" + query.urlencode()
+
+    return {
+        "previous": link(page.previous_page_number()) if page.has_previous() else None,
+        "next": link(page.next_page_number()) if page.has_next() else None,
+    }
 
 
 @require_http_methods(["GET", "POST"])
 @signed_in
 def room_create(request: HttpRequest) -> HttpResponse:
     error = None
+    status = 200
     name = request.POST.get("name", "")
     visibility = request.POST.get("visibility", Room.Visibility.PUBLIC)
     if request.method == "POST":
@@ -125,13 +158,14 @@ def room_create(request: HttpRequest) -> HttpResponse:
             room = services.room_create(owner=request.user, name=name, visibility=visibility)
         except services.Refused as refused:
             error = refused.message
+            status = 429 if refused.code == "rate_limited" else 400
         else:
             return redirect("rooms:detail", slug=room.slug)
     return render(
         request,
         "rooms/room_create.html",
         {"error": error, "name": name, "visibility": visibility},
-        status=400 if error else 200,
+        status=status if error else 200,
     )
 
 
@@ -195,10 +229,44 @@ def room_join(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect("rooms:detail", slug=room.slug)
 
 
-@require_POST
+def _confirmed(request: HttpRequest) -> bool:
+    """Leaving and removing act only on a POST that carries `confirm=yes` (the confirmation
+    page's button): the first click shows what will happen and asks."""
+    return request.method == "POST" and request.POST.get("confirm") == "yes"
+
+
+def _confirm_page(
+    request: HttpRequest, *, title: str, message: str, button: str, back: str
+) -> HttpResponse:
+    return render(
+        request,
+        "rooms/confirm.html",
+        {"title": title, "message": message, "button": button, "back": back},
+    )
+
+
+@require_http_methods(["GET", "POST"])
 @signed_in
 def room_leave(request: HttpRequest, slug: str) -> HttpResponse:
-    room, _access = _room(request, slug)
+    room, access = _room(request, slug)
+    if access == Access.OWNER:
+        messages.error(request, "The owner cannot leave their own room.")
+        return redirect("rooms:detail", slug=room.slug)
+    if not _confirmed(request):
+        return _confirm_page(
+            request,
+            title=f"Leave {room.name}?",
+            message=(
+                "You will stop seeing this room. "
+                + (
+                    "You can join it again from the room list."
+                    if room.is_public
+                    else "It is private: to come back you will need a new invite link."
+                )
+            ),
+            button="Leave room",
+            back=reverse("rooms:detail", args=[room.slug]),
+        )
     try:
         services.room_leave(room=room, user=request.user)
     except services.Refused as refused:
@@ -212,29 +280,60 @@ def room_leave(request: HttpRequest, slug: str) -> HttpResponse:
 @signed_in
 def room_members(request: HttpRequest, slug: str) -> HttpResponse:
     room, _access = _room(request, slug, Access.OWNER)
-    invite_url = request.build_absolute_uri(
-        reverse("rooms:invite", args=[services.invite_token(room=room)])
-    )
+    invite = services.invite_for_owner(room=room, actor=request.user)
     return render(
         request,
         "rooms/room_members.html",
         {
             "room": room,
             "members": selectors.room_members(room=room),
-            "invite_url": invite_url,
-            "invite_days": settings.INVITE_MAX_AGE_SECONDS // 86400,
+            "bars": selectors.room_bars(room=room),
+            "invite": invite,
+            "invite_url": request.build_absolute_uri(reverse("rooms:invite", args=[invite.token])),
+            "invite_expires": services.invite_expires(invite),
         },
     )
 
 
 @require_POST
 @signed_in
+def invite_reset(request: HttpRequest, slug: str) -> HttpResponse:
+    room, _access = _room(request, slug, Access.OWNER)
+    services.invite_reset(room=room, actor=request.user)
+    messages.info(request, "Made a new invite link: every earlier link no longer works.")
+    return redirect("rooms:members", slug=room.slug)
+
+
+@require_http_methods(["GET", "POST"])
+@signed_in
 def member_remove(request: HttpRequest, slug: str, user_id: int) -> HttpResponse:
     room, _access = _room(request, slug, Access.OWNER)
+    if not _confirmed(request):
+        member = selectors.room_members(room=room).filter(user_id=user_id).first()
+        if member is None:
+            raise Http404("No such member.")
+        return _confirm_page(
+            request,
+            title=f"Remove {member.user.username} from {room.name}?",
+            message=(
+                f"{member.user.username} will be disconnected and barred: no invite link and no "
+                "Join button lets them back until you lift the bar on the members page."
+            ),
+            button=f"Remove {member.user.username}",
+            back=reverse("rooms:members", args=[room.slug]),
+        )
     try:
         services.member_remove(room=room, actor=request.user, user_id=user_id)
     except services.Refused as refused:
         messages.error(request, refused.message)
+    return redirect("rooms:members", slug=room.slug)
+
+
+@require_POST
+@signed_in
+def member_unbar(request: HttpRequest, slug: str, user_id: int) -> HttpResponse:
+    room, _access = _room(request, slug, Access.OWNER)
+    services.member_unbar(room=room, actor=request.user, user_id=user_id)
     return redirect("rooms:members", slug=room.slug)
 
 
@@ -253,13 +352,32 @@ def room_delete(request: HttpRequest, slug: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @signed_in
 def invite_accept(request: HttpRequest, token: str) -> HttpResponse:
+    """The invite page names the room and who invited; a bad, reset or expired link is refused
+    (400, saying which) before anything else, a barred person is refused (403), POST joins."""
+    try:
+        invite = services.invite_check(token=token)
+    except services.Refused as refused:
+        return render(
+            request,
+            "rooms/invite.html",
+            {"error": refused.message, "code": refused.code},
+            status=400,
+        )
     if request.method == "POST":
         try:
             room = services.invite_accept(token=token, user=request.user)
         except services.Refused as refused:
-            return render(request, "rooms/invite.html", {"error": refused.message}, status=400)
+            status = 403 if refused.code == "barred" else 400
+            context = {"error": refused.message, "code": refused.code, "invite": invite}
+            return render(request, "rooms/invite.html", context, status=status)
         return redirect("rooms:detail", slug=room.slug)
-    return render(request, "rooms/invite.html", {"token": token})
+    grant = selectors.room_access(room_id=invite.room_id, user=request.user)
+    context: dict[str, Any] = {"invite": invite, "room": invite.room}
+    if grant.barred:
+        context.update(error=services.barred_message(invite.room), code="barred")
+        return render(request, "rooms/invite.html", context, status=403)
+    context["already_member"] = grant.access >= Access.MEMBER
+    return render(request, "rooms/invite.html", context)
 
 
 # --- Data routes (entries, presence) ------------------------------------------------------------
@@ -375,6 +493,19 @@ EXPORT_FIELDS = ["seq", "author", "expression", "result", "error", "client_id", 
 EXPORT_BATCH = 1000
 
 
+# What a spreadsheet takes for the start of a formula (OWASP's CSV injection list): such a cell
+# gets a leading ' so it is shown as text, never run.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 class _Echo:
     def write(self, value: str) -> str:
         return value
@@ -407,9 +538,9 @@ def room_export(request: HttpRequest, slug: str, fmt: str) -> StreamingHttpRespo
         writer = csv.writer(_Echo())
 
         async def csv_lines() -> AsyncIterator[str]:
-            yield writer.writerow(EXPORT_FIELDS)
+            yield writer.writerow([_csv_cell(f) for f in EXPORT_FIELDS])
             async for row in rows:
-                yield writer.writerow(["" if row[f] is None else row[f] for f in EXPORT_FIELDS])
+                yield writer.writerow([_csv_cell(row[f]) for f in EXPORT_FIELDS])
 
         response = StreamingHttpResponse(csv_lines(), content_type="text/csv; charset=utf-8")
     else:

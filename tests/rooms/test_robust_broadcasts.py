@@ -56,7 +56,7 @@ def test_an_http_submission_is_answered_with_its_stored_entry(lobby, alice, laye
 
 
 def test_removing_a_member_is_done_and_says_so(lobby, alice, bob, layer_refuses):
-    response = _client(alice).post(f"/rooms/lobby/members/{bob.id}/remove/")
+    response = _client(alice).post(f"/rooms/lobby/members/{bob.id}/remove/", {"confirm": "yes"})
     assert response.status_code == 302
     assert not Membership.objects.filter(room=lobby, user=bob).exists()
     assert "could not send access.revoked" in layer_refuses.text

@@ -10,7 +10,8 @@ import pytest
 from django.test import Client
 
 from rooms.models import Entry, Membership, Room
-from rooms.services import entry_submit_sync, invite_token
+from rooms.models import RoomInvite
+from rooms.services import entry_submit_sync
 from tests.factories import EntryFactory, MembershipFactory, RoomFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -105,13 +106,13 @@ def test_joining_a_public_room_makes_you_a_member(carol, lobby):
 
 def test_leaving_a_room_ends_access(bob, lobby):
     client = signed_in(bob)
-    client.post("/rooms/lobby/leave/")
+    client.post("/rooms/lobby/leave/", {"confirm": "yes"})
     assert not Membership.objects.filter(room=lobby, user=bob).exists()
     assert client.get("/rooms/lobby/entries/").status_code == 403
 
 
 def test_owner_cannot_leave_their_room(alice, lobby):
-    signed_in(alice).post("/rooms/lobby/leave/")
+    signed_in(alice).post("/rooms/lobby/leave/", {"confirm": "yes"})
     assert Membership.objects.filter(room=lobby, user=alice).exists()
 
 
@@ -129,8 +130,8 @@ def test_signed_out_requests_redirect_or_get_401_json(lobby):
 
 def test_invite_link_lets_a_stranger_into_a_private_room(alice, carol, vault):
     members_page = signed_in(alice).get("/rooms/vault/members/").content.decode()
-    token = invite_token(room=vault)
-    assert "/invite/" in members_page
+    token = RoomInvite.objects.get(room=vault).token
+    assert f"/invite/{token}/" in members_page
     client = signed_in(carol)
     assert client.get(f"/invite/{token}/").status_code == 200
     assert client.post(f"/invite/{token}/")["Location"] == "/rooms/vault/"
@@ -138,8 +139,9 @@ def test_invite_link_lets_a_stranger_into_a_private_room(alice, carol, vault):
 
 
 def test_tampered_or_expired_invite_is_refused(alice, carol, vault, settings):
+    signed_in(alice).get("/rooms/vault/members/")
     client = signed_in(carol)
-    token = invite_token(room=vault)
+    token = RoomInvite.objects.get(room=vault).token
     assert client.post(f"/invite/{token}x/").status_code == 400
     settings.INVITE_MAX_AGE_SECONDS = -1
     response = client.post(f"/invite/{token}/")
@@ -152,7 +154,7 @@ def test_only_the_owner_sees_members_and_removes_them(alice, bob, lobby):
     assert signed_in(bob).get("/rooms/lobby/members/").status_code == 403
     client = signed_in(alice)
     assert b"bob" in client.get("/rooms/lobby/members/").content
-    client.post(f"/rooms/lobby/members/{bob.id}/remove/")
+    client.post(f"/rooms/lobby/members/{bob.id}/remove/", {"confirm": "yes"})
     assert not Membership.objects.filter(room=lobby, user=bob).exists()
     assert signed_in(bob).get("/rooms/lobby/entries/").status_code == 403
 
