@@ -9,8 +9,7 @@ import uuid
 import pytest
 from django.test import Client
 
-from rooms.models import Entry, Membership, Room
-from rooms.models import RoomInvite
+from rooms.models import Entry, Membership, Room, RoomInvite
 from rooms.services import entry_submit_sync
 from tests.factories import EntryFactory, MembershipFactory, RoomFactory, UserFactory
 
