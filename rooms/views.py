@@ -174,7 +174,7 @@ def room_create(request: HttpRequest) -> HttpResponse:
 def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
     room, access = _room(request, slug, Access.VISITOR)
     if access < Access.MEMBER:
-        return render(request, "rooms/room_join.html", {"room": room})
+        return _join_page(request, room)
     page = selectors.entries_before(room=room, before=None, limit=settings.ROOM_PAGE_ENTRIES)
     online = state_payload(presence_state_sync(room_id=room.id))
     last_seq = page.entries[-1].seq if page.entries else 0
@@ -212,6 +212,15 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
             },
         },
     )
+
+
+def _join_page(request: HttpRequest, room: Room) -> HttpResponse:
+    """A public room's page for a visitor: the Join button, or why there is none (barred)."""
+    grant = selectors.room_access(room_id=room.pk, user=request.user)
+    context = {"room": room, "barred": grant.barred}
+    if grant.barred:
+        context["barred_message"] = services.barred_message(room)
+    return render(request, "rooms/room_join.html", context)
 
 
 def _ms(seconds: float) -> int:

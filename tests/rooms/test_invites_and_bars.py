@@ -193,7 +193,10 @@ def test_a_removed_member_is_refused_by_a_new_link_too(alice, carol, vault):
 def test_a_removed_member_is_refused_by_the_join_button(alice, bob, lobby):
     remove(alice, lobby, bob)
     client = signed_in(bob)
-    assert client.get("/rooms/lobby/").status_code == 200  # a public room: its page, as a visitor
+    page = client.get("/rooms/lobby/")  # a public room: its page, as a visitor, saying why
+    assert page.status_code == 200
+    assert 'id="join"' not in page.content.decode()
+    assert "You were removed from Lobby" in page.content.decode()
     response = client.post("/rooms/lobby/join/")
     assert response.status_code == 403
     assert "You were removed from Lobby" in response.content.decode()
