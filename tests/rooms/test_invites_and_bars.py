@@ -326,3 +326,31 @@ async def test_a_member_re_added_past_a_bar_is_closed_by_the_room_tick(connect, 
     await RoomBar.objects.acreate(room=lobby, user=bob, barred_by=alice)  # membership left in place
     limit = settings.ROOM_TICK_SECONDS + 5
     assert await bob_ws.receive_close(timeout=limit) == 4403
+
+
+@pytest.mark.django_db(transaction=True)
+def test_members_page_visits_at_the_same_moment_make_one_link():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    from tests.factories import RoomFactory, UserFactory
+
+    owner = UserFactory(username="erin")
+    room = RoomFactory(owner=owner, slug="race", visibility=Room.Visibility.PRIVATE)
+    start = threading.Barrier(4)
+
+    def visit(_: int) -> str:
+        try:
+            client = signed_in(owner)
+            start.wait()
+            page = client.get("/rooms/race/members/").content.decode()
+            return INVITE_LINK.search(page).group(1)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(4) as pool:
+        links = set(pool.map(visit, range(4)))
+    assert len(links) == 1
+    assert RoomInvite.objects.filter(room=room).count() == 1

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import re
+import threading
 from datetime import timedelta
 
 import pytest
@@ -201,3 +202,29 @@ def test_json_export_is_unchanged(alice, lobby):
     (entry,) = data["entries"]
     assert entry["expression"] == "-5*2"
     assert entry["result"] == "-10"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_cap_holds_for_requests_at_the_same_moment(settings):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    settings.ROOMS_PER_HOUR = 2
+    dora = UserFactory(username="dora")
+    start = threading.Barrier(6)
+
+    def create(n: int) -> int:
+        try:
+            client = signed_in(dora)
+            start.wait()
+            return client.post(
+                "/rooms/new/", {"name": f"Race {n}", "visibility": "public"}
+            ).status_code
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = sorted(pool.map(create, range(6)))
+    assert statuses == [302, 302, 429, 429, 429, 429]
+    assert Room.objects.filter(owner=dora).count() == 2
