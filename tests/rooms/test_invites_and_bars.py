@@ -354,3 +354,18 @@ def test_members_page_visits_at_the_same_moment_make_one_link():
         links = set(pool.map(visit, range(4)))
     assert len(links) == 1
     assert RoomInvite.objects.filter(room=room).count() == 1
+
+
+def test_admin_lists_invites_and_bars_and_lifting_a_bar_there_works(alice, bob, lobby):
+    alice.is_staff = alice.is_superuser = True
+    alice.save()
+    invite_path(alice, lobby)
+    remove(alice, lobby, bob)
+    client = signed_in(alice)
+    for url in ("/admin/rooms/roominvite/", "/admin/rooms/roombar/"):
+        page = client.get(url)
+        assert page.status_code == 200, url
+    assert client.get("/admin/rooms/roominvite/add/").status_code == 403  # made on the page only
+    bar = RoomBar.objects.get(room=lobby, user=bob)
+    client.post(f"/admin/rooms/roombar/{bar.pk}/delete/", {"post": "yes"})
+    assert signed_in(bob).post("/rooms/lobby/join/")["Location"] == "/rooms/lobby/"
