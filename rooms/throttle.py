@@ -144,33 +144,36 @@ class RedisThrottle(Throttle):
         await self._redis.aclose()
 
 
-_throttle: Throttle | None = None
 _throttle_lock = threading.Lock()
+_backends: dict[str, Any] = {}  # one per kind, made on first use
 
 
-def get_throttle() -> Throttle:
-    """The process-wide throttle: Redis when ``settings.REDIS_URL`` is set, else in memory."""
-    global _throttle
+def _backend(kind: str, memory: Callable[[], Any], redis: Callable[..., Any]) -> Any:
+    """The process-wide backend of `kind`: Redis when ``settings.REDIS_URL`` is set (sharing the
+    throttles' pool name), else in memory."""
     with _throttle_lock:
-        if _throttle is None:
+        if kind not in _backends:
             from django.conf import settings
 
             url = getattr(settings, "REDIS_URL", None)
             if url:
                 prefix = getattr(settings, "REDIS_KEY_PREFIX", "") or "calcrooms"
-                _throttle = RedisThrottle(
-                    url, prefix=prefix, **redis_pool_options(settings, name=f"{prefix}:throttle")
-                )
+                options = redis_pool_options(settings, name=f"{prefix}:throttle")
+                _backends[kind] = redis(url, prefix=prefix, **options)
             else:
-                _throttle = MemoryThrottle()
-        return _throttle
+                _backends[kind] = memory()
+        return _backends[kind]
+
+
+def get_throttle() -> Throttle:
+    """The process-wide throttle: Redis when ``settings.REDIS_URL`` is set, else in memory."""
+    return _backend("throttle", MemoryThrottle, RedisThrottle)
 
 
 def reset_throttle() -> None:
     """Forget the process-wide throttle (tests; after changing settings)."""
-    global _throttle
     with _throttle_lock:
-        _throttle = None
+        _backends.pop("throttle", None)
 
 
 # --- The product's buckets ------------------------------------------------------------------------
@@ -293,28 +296,11 @@ class RedisSocketQuota(SocketQuota):
         await self._redis.client().zrem(self.key(user_id), conn_id)
 
 
-_quota: SocketQuota | None = None
-
-
 def get_socket_quota() -> SocketQuota:
     """The process-wide socket quota: Redis when ``settings.REDIS_URL`` is set, else in memory."""
-    global _quota
-    with _throttle_lock:
-        if _quota is None:
-            from django.conf import settings
-
-            url = getattr(settings, "REDIS_URL", None)
-            if url:
-                prefix = getattr(settings, "REDIS_KEY_PREFIX", "") or "calcrooms"
-                _quota = RedisSocketQuota(
-                    url, prefix=prefix, **redis_pool_options(settings, name=f"{prefix}:throttle")
-                )
-            else:
-                _quota = MemorySocketQuota()
-        return _quota
+    return _backend("socket quota", MemorySocketQuota, RedisSocketQuota)
 
 
 def reset_socket_quota() -> None:
-    global _quota
     with _throttle_lock:
-        _quota = None
+        _backends.pop("socket quota", None)
