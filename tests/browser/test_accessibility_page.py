@@ -7,6 +7,8 @@ a count you can open, nothing scrolls sideways and the input does not capitalise
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -230,3 +232,30 @@ def test_signup_says_what_the_confirmation_mail_is_and_remember_me_is_a_checkbox
             return !!(box.compareDocumentPosition(label) & Node.DOCUMENT_POSITION_FOLLOWING);
         }"""
     )
+
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent.parent / "docs" / "screenshots"
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CALCROOMS_SCREENSHOTS"),
+    reason="writes docs/screenshots/ (run with CALCROOMS_SCREENSHOTS=1)",
+)
+def test_write_the_screenshots(lobby: Room, alice: User, bob: User, pages: Pages) -> None:
+    """docs/screenshots/: the room and the room list at 1280x800 and 360x740, light and dark."""
+    for expression in ("12*7", "ans / 4", "rate = 7.5%", "1200 * (1 + rate)", "sqrt(2)", "1/0"):
+        _submit_as(lobby, bob if "rate" in expression else alice, expression)
+    pages.page_for(bob, ROOM)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for size, viewport in {"laptop": {"width": 1280, "height": 800}, "phone": PHONE}.items():
+        page = pages.open_page(pages.context_for(alice, viewport=viewport), f"alice-{size}", ROOM)
+        wait_for_seq(page, 6)
+        for scheme in SCHEMES:
+            page.emulate_media(color_scheme=scheme)
+            page.goto(ROOM)
+            expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
+            expect(page.locator('#online li[data-username="bob"]')).to_have_count(1)
+            page.screenshot(path=str(SCREENSHOTS / f"room-{size}-{scheme}.png"))
+            page.goto("/")
+            expect(page.locator("#my-rooms")).to_be_visible()
+            page.screenshot(path=str(SCREENSHOTS / f"rooms-{size}-{scheme}.png"))
