@@ -75,7 +75,17 @@ class TokenRevoked(TypedDict):
     token_id: int
 
 
-Event = EntryCreated | PresenceChanged | AccessRevoked | SessionEnded | TokenRevoked
+class UnreadChanged(TypedDict):
+    """A room's unread count for one person changed (a new entry, or their read position moved):
+    sent to that person's room-list group (`me_group`)."""
+
+    type: Literal["unread.changed"]
+    room: str  # the room's slug
+    unread: int
+    activity: str | None  # ISO time of the room's newest entry, when a new one arrived
+
+
+Event = EntryCreated | PresenceChanged | AccessRevoked | SessionEnded | TokenRevoked | UnreadChanged
 
 
 def room_group(room_id: int) -> str:
@@ -86,6 +96,15 @@ def room_group(room_id: int) -> str:
 def user_group(user_id: int) -> str:
     """The group every socket of one user listens to (logout, access changes)."""
     return f"user.{user_id}"
+
+
+def me_group(user_id: int) -> str:
+    """The group of one user's room-list sockets (`/ws/me/`): unread counts and activity.
+
+    Apart from `user_group` so that the room sockets of a member do not each receive (and drop)
+    an event per entry of every other room they belong to.
+    """
+    return f"me.{user_id}"
 
 
 async def asend_event(group: str, event: Event) -> None:
@@ -104,6 +123,30 @@ def _send_logged(group: str, event: Event | Callable[[], Event]) -> None:
         logger.warning(
             "could not send %s to %s: %s: %s", built["type"], group, type(exc).__name__, exc
         )
+
+
+def send_events_on_commit(build: Callable[[], list[tuple[str, Event]]]) -> None:
+    """Send many events once the current transaction commits (`build` runs then, so it reads
+    what committed); each send that fails is logged and the others still go."""
+
+    async def send_all(events: list[tuple[str, Event]]) -> None:
+        for group, event in events:
+            try:
+                await asend_event(group, event)
+            except Exception as exc:
+                logger.warning(
+                    "could not send %s to %s: %s: %s", event["type"], group, type(exc).__name__, exc
+                )
+
+    def run() -> None:
+        try:
+            events = build()
+        except Exception as exc:  # building the events failed (the database went away)
+            logger.warning("could not build events: %s: %s", type(exc).__name__, exc)
+            return
+        async_to_sync(send_all)(events)
+
+    transaction.on_commit(run, robust=True)
 
 
 def send_event_on_commit(group: str, event: Event | Callable[[], Event]) -> None:

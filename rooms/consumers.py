@@ -28,12 +28,14 @@ from realtime.events import (
     PresenceChanged,
     SessionEnded,
     TokenRevoked,
+    UnreadChanged,
+    me_group,
     room_group,
     user_group,
 )
 from realtime.tick import RoomTicker
 from rooms import selectors, services
-from rooms.payloads import JSON_SUBPROTOCOL, entry_as_dict
+from rooms.payloads import JSON_SUBPROTOCOL, entry_as_dict, json_frame
 from rooms.renderers import Renderer, renderer_for
 from rooms.selectors import Access, Lost, Seat
 from rooms.throttle import get_socket_quota, take_abuse_token, take_typing_token
@@ -169,6 +171,8 @@ class RoomConsumer(Connection):
                 await self._on_typing(True)
             elif kind == "typing.stop":
                 await self._on_typing(False)
+            elif kind == "read":
+                await self._on_read(frame.get("seq"))
             else:
                 await self._refuse("invalid_frame", "Unknown frame type.", client_id)
         except Exception as exc:
@@ -216,6 +220,17 @@ class RoomConsumer(Connection):
             await self.close(code=CLOSE_ACCESS_REVOKED)
             return
         await (self.typing.start() if typing else self.typing.stop())
+
+    async def _on_read(self, seq: object) -> None:
+        """The page showed every entry up to `seq` while visible: the read position advances."""
+        try:
+            await database_sync_to_async(services.read_position_advance)(
+                room_id=self.room_id, user=self.user, seq=seq
+            )
+        except services.Refused as refused:
+            await self._refuse(refused.code, refused.message, None)
+            if refused.code == "forbidden":
+                await self.close(code=CLOSE_ACCESS_REVOKED)
 
     async def _refuse(self, code: str, message: str, client_id: str | None) -> None:
         """Refuse a frame; too many refusals from one person (across every socket and process,
@@ -280,6 +295,52 @@ class RoomConsumer(Connection):
 
     async def _send_error(self, code: str, message: str, client_id: str | None) -> None:
         await self.send_frame(self.renderer.error(code, message, client_id))
+
+
+class RoomListConsumer(Connection):
+    """The room list's socket: `/ws/me/`. It only listens: each `unread.changed` of its person
+    (a new entry in one of their rooms, their read position moving) becomes a JSON frame
+    `{"v": 1, "type": "unread", "room": <slug>, "unread": N, "activity": <ISO time> | null}`.
+    It closes with 4401 when its session ends or its token is revoked, like the room sockets."""
+
+    seat: Seat
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            logger.info("refused a room-list socket: not signed in")
+            await self.close()
+            return
+        token: TokenGrant | None = self.scope.get("access_token")
+        self.seat = Seat(
+            user.id,
+            getattr(self.scope.get("session"), "session_key", None),
+            token.id if token is not None else None,
+        )
+        await self.join_group(user_group(user.id))
+        await self.join_group(me_group(user.id))
+        await self.accept()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Nothing to say to this socket: frames from the client are ignored."""
+
+    async def unread_changed(self, event: UnreadChanged) -> None:
+        await self.send_frame(
+            json_frame(
+                "unread", room=event["room"], unread=event["unread"], activity=event["activity"]
+            )
+        )
+
+    async def access_revoked(self, event: AccessRevoked) -> None:
+        """A room's sockets close; the room list shows the change on its next load."""
+
+    async def session_ended(self, event: SessionEnded) -> None:
+        if self.seat.session_key and event["session_key"] == self.seat.session_key:
+            await self.close(code=CLOSE_SESSION_ENDED)
+
+    async def token_revoked(self, event: TokenRevoked) -> None:
+        if self.seat.token_id is not None and event["token_id"] == self.seat.token_id:
+            await self.close(code=CLOSE_SESSION_ENDED)
 
 
 # --- The room's work, once per room per process ---------------------------------------------------

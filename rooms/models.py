@@ -23,6 +23,8 @@ class Room(models.Model):
     # transaction, so seqs have no gaps and commit in seq order.
     last_seq = models.BigIntegerField(default=0)
     created = models.DateTimeField(auto_now_add=True)
+    # When the newest entry was stored (None: no entry yet): the room list orders by it.
+    last_activity = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -46,6 +48,10 @@ class Membership(models.Model):
     )
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
     joined = models.DateTimeField(auto_now_add=True)
+    # The person's read position: every entry with seq <= this has been shown to them on a
+    # visible room page. Only moves forward (services.read_position_advance); seqs have no gaps,
+    # so the room's unread count is `room.last_seq - last_read_seq`.
+    last_read_seq = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [

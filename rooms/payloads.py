@@ -59,7 +59,7 @@ def _expression_html(expression: str, seq: int) -> str:
     return "".join(parts)
 
 
-def entry_html(entry: EntryDict) -> str:
+def entry_html(entry: EntryDict, *, mine: bool = False) -> str:
     """The entry as the page shows it (`#entry-<seq>` with `data-seq`).
 
     Built here rather than in a template: this is the one markup of an entry (pages use it through
@@ -69,7 +69,8 @@ def entry_html(entry: EntryDict) -> str:
     A result is a control (`button.use`, which static/js/results.js turns into inserting `#<seq>`
     at the input's cursor) holding the `output.result`, whose text is exactly the stored result;
     `button.copy` copies that text. A rounded result is preceded by `≈` instead of `=`. A `#N` in
-    the expression links to entry N.
+    the expression links to entry N. `mine` (the viewer wrote it) adds `data-mine`; fragments
+    broadcast to everyone go without it, and the page's script adds it to the viewer's own.
     """
     seq = int(entry["seq"])
     failed = entry["error"] is not None
@@ -77,6 +78,8 @@ def entry_html(entry: EntryDict) -> str:
     attributes = f' data-client-id="{escape(entry["client_id"])}"' if entry["client_id"] else ""
     if rounded:
         attributes += ' data-rounded="true"'
+    if mine:
+        attributes += " data-mine"
     if entry.get("defines"):
         attributes += f' data-defines="{escape(entry["defines"])}"'
     if failed:

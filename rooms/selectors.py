@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import import_module
 from typing import Any
 
@@ -13,7 +14,8 @@ from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.sessions.models import Session
 from django.db import connection
-from django.db.models import Exists, OuterRef, QuerySet, Subquery
+from django.db.models import Exists, F, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
@@ -197,15 +199,19 @@ ENTRY_FIELDS = (
 )
 
 
-def _entries(room: Room, author: str | None = None) -> QuerySet[Entry]:
+def _entries(room: Room, author: str | None = None, q: str | None = None) -> QuerySet[Entry]:
     """A room's entries with just what the wire shows (not the author's whole user row).
 
-    An author filter goes by id, so the (room, author, seq) index serves it.
+    An author filter goes by id, so the (room, author, seq) index serves it. `q` keeps the
+    entries whose expression holds it, ignoring case (`UPPER(expression) LIKE UPPER('%q%')`):
+    on PostgreSQL the trigram index `entry_expression_upper_trgm` serves it (migration 0005).
     """
     queryset = Entry.objects.filter(room=room).select_related("author").only(*ENTRY_FIELDS)
     if author:
         author_id = User.objects.filter(username=author).values_list("id", flat=True).first()
         queryset = queryset.filter(author_id=author_id if author_id is not None else -1)
+    if q:
+        queryset = queryset.filter(expression__icontains=q)
     return queryset
 
 
@@ -287,18 +293,25 @@ def clamp_limit(raw: str | None) -> int:
     return max(1, min(limit, settings.ENTRIES_MAX_LIMIT))
 
 
-def entries_after(*, room: Room, after: int, limit: int, author: str | None = None) -> EntryPage:
+def entries_after(
+    *, room: Room, after: int, limit: int, author: str | None = None, q: str | None = None
+) -> EntryPage:
     """Entries with seq > after, oldest first (catch-up; an index range scan on (room, seq))."""
-    queryset = _entries(room, author).filter(seq__gt=after)
+    queryset = _entries(room, author, q).filter(seq__gt=after)
     rows = list(queryset.order_by("seq")[: limit + 1])
     return EntryPage(entries=rows[:limit], has_more=len(rows) > limit)
 
 
 def entries_before(
-    *, room: Room, before: int | None, limit: int, author: str | None = None
+    *,
+    room: Room,
+    before: int | None,
+    limit: int,
+    author: str | None = None,
+    q: str | None = None,
 ) -> EntryPage:
     """The `limit` entries just before seq `before` (all of the newest when None), oldest first."""
-    queryset = _entries(room, author)
+    queryset = _entries(room, author, q)
     if before is not None:
         queryset = queryset.filter(seq__lt=before)
     rows = list(queryset.order_by("-seq")[: limit + 1])
@@ -308,11 +321,43 @@ def entries_before(
     return EntryPage(entries=rows, has_more=has_more)
 
 
+def read_position(*, room_id: int, user_id: int) -> int:
+    """The person's read position in the room (0 when they are not a member)."""
+    rows = Membership.objects.filter(room_id=room_id, user_id=user_id)
+    return rows.values_list("last_read_seq", flat=True).first() or 0
+
+
+def first_seq_since(*, room: Room, when: datetime) -> int | None:
+    """The seq of the room's first entry stored at or after `when` (None: none since).
+
+    Entries are stored in seq order, so `created` grows with seq: a binary search over seqs,
+    each step one probe of (room, seq), instead of a scan of the room's entries by time.
+    """
+    low, high = 1, room.last_seq
+    found = None
+    entries = Entry.objects.filter(room=room).order_by()
+    while low <= high:
+        middle = (low + high) // 2
+        created = entries.filter(seq=middle).values_list("created", flat=True).first()
+        if created is not None and created >= when:
+            found, high = middle, middle - 1
+        else:
+            low = middle + 1
+    return found
+
+
 def rooms_for_list(*, user: User) -> tuple[QuerySet[Room], QuerySet[Room]]:
     """(rooms the user belongs to, public rooms they have not joined), each in a stable order
-    for paging (name, then id): the room list shows a page of each, never all of them."""
+    for paging: theirs by latest activity (newest entry, else creation; then id), each with its
+    `unread` count; the public ones by name, then id. The room list shows a page of each."""
     mine = (
-        Room.objects.filter(memberships__user=user).select_related("owner").order_by("name", "pk")
+        Room.objects.filter(memberships__user=user)
+        .annotate(
+            unread=F("last_seq") - F("memberships__last_read_seq"),
+            activity=Coalesce("last_activity", "created"),
+        )
+        .select_related("owner")
+        .order_by("-activity", "-pk")
     )
     public = (
         Room.objects.filter(visibility=Room.Visibility.PUBLIC)

@@ -19,8 +19,12 @@ from accounts.models import User
 from realtime.events import (
     AccessRevoked,
     EntryCreated,
+    Event,
+    UnreadChanged,
+    me_group,
     room_group,
     send_event_on_commit,
+    send_events_on_commit,
     user_group,
 )
 from rooms import calculator, selectors
@@ -154,7 +158,6 @@ def _entry_store(
             found = selectors.entry_resolve(room_id=room.pk, before_seq=seq, wanted=prepared.wanted)
             outcome = prepared.finish(found)
         room.last_seq = seq
-        Room.objects.filter(pk=room.pk).update(last_seq=seq)
         entry = Entry.objects.create(
             room=room,
             seq=seq,
@@ -168,8 +171,56 @@ def _entry_store(
             rounded=outcome.rounded,
             rules=calculator.RULES,
         )
+        Room.objects.filter(pk=room.pk).update(last_seq=seq, last_activity=entry.created)
         send_event_on_commit(room_group(room.pk), lambda: _entry_created(room.pk, entry))
+        send_events_on_commit(lambda: _unread_events(room, entry))
     return Submission(entry=entry, created=True)
+
+
+def _unread_events(room: Room, entry: Entry) -> list[tuple[str, Event]]:
+    """Each member's new unread count in the room, for their room lists (one query)."""
+    activity = entry_as_dict(entry)["created"]
+    members = Membership.objects.filter(room_id=room.pk).values_list("user_id", "last_read_seq")
+    events: list[tuple[str, Event]] = []
+    for user_id, last_read in members:
+        event: UnreadChanged = {
+            "type": "unread.changed",
+            "room": room.slug,
+            "unread": max(0, entry.seq - last_read),
+            "activity": activity,
+        }
+        events.append((me_group(user_id), event))
+    return events
+
+
+def read_position_advance(*, room_id: int, user: User, seq: object) -> int:
+    """Move `user`'s read position in the room forward to `seq` (never back); returns it.
+
+    `seq` must be a whole number from 0 to the room's last seq, and the person a member
+    (`room_access`): else Refused (`invalid_frame` / `forbidden`). When it moved, the person's
+    room lists hear the room's new unread count.
+    """
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise Refused("invalid_frame", "seq must be a whole number.")
+    grant = selectors.room_access(room_id=room_id, user=user)
+    room = grant.room
+    if room is None or not grant.allows(Access.MEMBER):
+        raise Refused("forbidden", "You are not a member of this room.")
+    if seq > room.last_seq:
+        raise Refused("invalid_frame", f"seq {seq} is past the room's last entry.")
+    with transaction.atomic():
+        moved = Membership.objects.filter(
+            room_id=room.pk, user_id=user.pk, last_read_seq__lt=seq
+        ).update(last_read_seq=seq)
+        if moved:
+            event: UnreadChanged = {
+                "type": "unread.changed",
+                "room": room.slug,
+                "unread": max(0, room.last_seq - seq),
+                "activity": None,
+            }
+            send_event_on_commit(me_group(user.pk), event)
+    return selectors.read_position(room_id=room.pk, user_id=user.pk)
 
 
 def _entry_created(room_id: int, entry: Entry) -> EntryCreated:
@@ -338,7 +389,10 @@ def room_join(*, room: Room, user: User) -> Membership:
             raise Refused("barred", barred_message(grant.room))
         if not grant.room.is_public:
             raise Refused("forbidden", "This room is private: ask its owner for an invite link.")
-        membership, _ = Membership.objects.get_or_create(room=grant.room, user=user)
+        # A new member starts having read what was there before (no wall of unread entries).
+        membership, _ = Membership.objects.get_or_create(
+            room=grant.room, user=user, defaults={"last_read_seq": grant.room.last_seq}
+        )
     return membership
 
 
@@ -471,5 +525,7 @@ def invite_accept(*, token: str, user: User) -> Room:
             raise Refused("invalid", "This room no longer exists.")
         if grant.barred:
             raise Refused("barred", barred_message(grant.room))
-        Membership.objects.get_or_create(room=grant.room, user=user)
+        Membership.objects.get_or_create(
+            room=grant.room, user=user, defaults={"last_read_seq": grant.room.last_seq}
+        )
     return grant.room

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, date, datetime, time
 from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
@@ -178,6 +179,10 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
     page = selectors.entries_before(room=room, before=None, limit=settings.ROOM_PAGE_ENTRIES)
     online = state_payload(presence_state_sync(room_id=room.id))
     last_seq = page.entries[-1].seq if page.entries else 0
+    last_read = selectors.read_position(room_id=room.id, user_id=request.user.pk)
+    # The divider goes before the first unread entry shown (the oldest shown when even older
+    # ones are unread); none when everything is read.
+    unread = [e.seq for e in page.entries if e.seq > last_read]
     return render(
         request,
         "rooms/room_detail.html",
@@ -189,12 +194,14 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "has_older": page.has_more,
             "oldest_seq": page.entries[0].seq if page.entries else None,
             "last_seq": last_seq,
+            "first_unread": unread[0] if unread else None,
             "online": online,
             "typing_text": "",
             "config": {
                 "room": room.slug,
                 "username": request.user.username,
                 "lastSeq": last_seq,
+                "lastReadSeq": last_read,
                 "entriesUrl": reverse("rooms:entries", args=[room.slug]),
                 "loginUrl": f"{reverse('account_login')}?{urlencode({'next': request.path})}",
                 "roomsUrl": reverse("rooms:list"),
@@ -477,25 +484,65 @@ def room_presence(request: HttpRequest, slug: str) -> JsonResponse:
 @require_GET
 @signed_in
 def room_history(request: HttpRequest, slug: str) -> HttpResponse:
+    """A page of HISTORY_PAGE_SIZE entries: the newest, those `before` a seq, those `after` one,
+    or those from a `date` (YYYY-MM-DD, UTC) on; filtered by `author` and by `q` (expression
+    text, ignoring case)."""
     room, _access = _room(request, slug)
     author = request.GET.get("author") or None
+    q = request.GET.get("q", "").strip()[: settings.EXPRESSION_MAX_LENGTH] or None
+    day = request.GET.get("date", "").strip() or None
     try:
         before = _int_param(request, "before")
+        after = _int_param(request, "after")
     except ValueError as exc:
         return HttpResponse(str(exc), status=400, content_type="text/plain")
-    page = selectors.entries_before(room=room, before=before, limit=100, author=author)
+    if day is not None:
+        try:
+            start = datetime.combine(date.fromisoformat(day), time.min, tzinfo=UTC)
+        except ValueError:
+            return HttpResponse("date must be YYYY-MM-DD", status=400, content_type="text/plain")
+    if day is not None:
+        first = selectors.first_seq_since(room=room, when=start)
+        after = (first - 1) if first is not None else room.last_seq
+    size = HISTORY_PAGE_SIZE
+    if after is not None:
+        page = selectors.entries_after(room=room, after=after, limit=size, author=author, q=q)
+        has_older = after > 0
+        has_newer = page.has_more
+    else:
+        page = selectors.entries_before(room=room, before=before, limit=size, author=author, q=q)
+        has_older = page.has_more
+        has_newer = before is not None
+    entries = page.entries
+    filters = {key: value for key, value in (("author", author), ("q", q)) if value}
     return render(
         request,
         "rooms/room_history.html",
         {
             "room": room,
-            "entries": [entry_as_dict(e) for e in page.entries],
-            "has_older": page.has_more,
-            "older_before": page.entries[0].seq if page.entries else None,
+            "entries": [entry_as_dict(e) for e in entries],
+            "older_link": (
+                "?" + urlencode({**filters, "before": entries[0].seq if entries else after + 1})
+                if has_older and (entries or after)
+                else None
+            ),
+            "newer_link": (
+                "?" + urlencode({**filters, "after": entries[-1].seq})
+                if has_newer and entries
+                else None
+            ),
+            "newest_link": "?" + urlencode(filters)
+            if before is not None or after is not None
+            else None,
             "author": author,
+            "q": q or "",
+            "date": day or "",
             "authors": selectors.room_authors(room=room),
         },
     )
+
+
+HISTORY_PAGE_SIZE = 100
 
 
 EXPORT_FIELDS = ["seq", "author", "expression", "result", "error", "client_id", "created"]

@@ -15,3 +15,9 @@ register = template.Library()
 def entry_html(entry: EntryDict) -> SafeString:
     """An entry's markup, the same as live and catch-up fragments (escaped inside)."""
     return mark_safe(payloads.entry_html(entry))
+
+
+@register.filter
+def entry_for(entry: EntryDict, viewer: str) -> SafeString:
+    """An entry's markup as `viewer` sees it: their own entries carry `data-mine`."""
+    return mark_safe(payloads.entry_html(entry, mine=entry["author"] == viewer))

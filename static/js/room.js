@@ -373,6 +373,7 @@
     clearNotice("connection");
     catchUp(conn.opens > 1);
     pump(); // what was never sent goes now; resends wait for the catch-up
+    markRead();
   });
 
   document.addEventListener("htmx:wsClose", function (evt) {
@@ -490,8 +491,52 @@
       settled(article);
     }
     arrived();
+    if (document.visibilityState === "hidden" && seq > reading.hiddenAt) {
+      reading.away += 1;
+      showTitle();
+    }
+    markRead();
     return true;
   }
+
+  // --- Read position and the hidden tab's title ----------------------------------------------------
+
+  // The server keeps how far this person has read (`Membership.last_read_seq`): while the page is
+  // visible it advances to the newest entry shown (a `read` frame, at most one a second). While
+  // the tab is hidden its title counts the entries that arrived since it was hidden.
+  var reading = {
+    sent: config.lastReadSeq || 0, // the read position the server has (or was last sent)
+    timer: null,
+    hiddenAt: 0, // state.lastSeq when the tab was hidden
+    away: 0,
+    title: document.title,
+  };
+
+  function showTitle() {
+    document.title = reading.away > 0 ? "(" + reading.away + ") " + reading.title : reading.title;
+  }
+
+  function markRead() {
+    if (reading.timer || document.visibilityState !== "visible") return;
+    if (!(state.lastSeq > reading.sent)) return;
+    reading.timer = setTimeout(function () {
+      reading.timer = null;
+      if (document.visibilityState !== "visible" || !(state.lastSeq > reading.sent)) return;
+      var seq = state.lastSeq;
+      if (sendFrame({ type: "read", seq: seq })) reading.sent = seq;
+    }, SECOND_MS);
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "hidden") {
+      reading.hiddenAt = state.lastSeq;
+      reading.away = 0;
+    } else {
+      reading.away = 0;
+      showTitle();
+      markRead();
+    }
+  });
 
   function isMine(article) {
     return article.dataset.author === config.username;
@@ -503,7 +548,9 @@
 
   function prepare(article) {
     var time = article.querySelector("time[datetime]");
-    if (time) {
+    if (time && window.CalcroomsTimes) {
+      window.CalcroomsTimes.format(time); // the viewer's zone, the exact time on hover
+    } else if (time) {
       var when = new Date(time.getAttribute("datetime"));
       if (!isNaN(when)) time.textContent = when.toLocaleTimeString();
     }
@@ -1141,6 +1188,16 @@
   entriesElt.querySelectorAll("article[data-seq]").forEach(prepare);
   restore();
   toBottom();
+  // Unread entries that the bottom would hide: open at the first of them, under its divider.
+  var divider = document.getElementById("unread-divider");
+  if (divider) {
+    var top = divider.getBoundingClientRect().top - entriesElt.getBoundingClientRect().top;
+    if (top < 0) {
+      entriesElt.scrollTop += top;
+      scroll.ownTop = entriesElt.scrollTop;
+      scroll.stuck = atBottom();
+    }
+  }
   input.focus({ preventScroll: true });
   roomElt.dataset.ready = "true";
 })();

@@ -11,7 +11,7 @@ import pytest
 
 from accounts.models import User
 from rooms import services
-from rooms.models import Entry, Room
+from rooms.models import Entry, Membership, Room
 from tests.browser.conftest import Pages, expect, goto_room, in_thread, submit, wait_for_seq
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -37,6 +37,8 @@ def _mixed_history(room: Room, alice: User, bob: User) -> None:
         for seq in range(1, 2 * OWN + 1)
     )
     Room.objects.filter(pk=room.pk).update(last_seq=2 * OWN)
+    # Read by everyone: the page opens at the bottom, not at an unread divider.
+    Membership.objects.filter(room=room).update(last_read_seq=2 * OWN)
 
 
 def test_focus_starts_in_the_input_and_enter_submits(lobby: Room, bob: User, pages: Pages) -> None:
@@ -159,6 +161,8 @@ def test_every_control_shows_visible_focus(
         for seq in range(1, 61)
     )
     Room.objects.filter(pk=lobby.pk).update(last_seq=60)
+    # Read by everyone: the page opens at the bottom, not at an unread divider.
+    Membership.objects.filter(room=lobby).update(last_read_seq=60)
     page = pages.page_for(bob, ROOM)
     submit(page, "1" * 501)  # a refused row (Edit, Dismiss) and a notice (Dismiss)
     expect(page.locator("#entries .refused")).to_have_count(1)

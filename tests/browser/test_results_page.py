@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rooms.models import Entry, Room
+from rooms.models import Entry, Membership, Room
 from tests.browser.conftest import entry_rows, expect, submit, wait_for_seq
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -23,6 +23,8 @@ def _history(room: Room, author: Any, count: int) -> None:
         for seq in range(1, count + 1)
     )
     Room.objects.filter(pk=room.pk).update(last_seq=count)
+    # Read by everyone: the page opens at the bottom, not at an unread divider.
+    Membership.objects.filter(room=room).update(last_read_seq=count)
 
 
 def test_clicking_a_result_inserts_its_reference_and_both_pages_see_what_it_gives(

@@ -17,7 +17,7 @@ from django.test import override_settings
 
 from accounts.models import User
 from rooms import services
-from rooms.models import Entry, Room
+from rooms.models import Entry, Membership, Room
 from tests.browser.conftest import (
     Pages,
     expect,
@@ -61,6 +61,9 @@ def _history(room: Room, author: User, count: int) -> None:
         for seq in range(1, count + 1)
     )
     Room.objects.filter(pk=room.pk).update(last_seq=count)
+    # Everyone has read it: these tests are about the bottom of the log (with unread entries
+    # the page opens at the first of them instead: tests/browser/test_unread_page.py).
+    Membership.objects.filter(room=room).update(last_read_seq=count)
 
 
 def _store(room_id: int, author: User, expressions: list[str]) -> None:
