@@ -49,7 +49,29 @@ CLOSE_TOO_LARGE = 1009
 CLOSE_CODES = {Lost.SESSION: CLOSE_SESSION_ENDED, Lost.ACCESS: CLOSE_ACCESS_REVOKED}
 
 
-class RoomConsumer(Connection):
+class _SeatedConnection(Connection):
+    """A socket held by a person through a session or a token: its seat, and the two endings
+    that concern every such socket (the session ended, the token was revoked: 4401)."""
+
+    seat: Seat
+
+    def _seat_for(self, user: Any, token: TokenGrant | None) -> Seat:
+        return Seat(
+            user.id,
+            getattr(self.scope.get("session"), "session_key", None),
+            token.id if token is not None else None,
+        )
+
+    async def session_ended(self, event: SessionEnded) -> None:
+        if self.seat.session_key and event["session_key"] == self.seat.session_key:
+            await self.close(code=CLOSE_SESSION_ENDED)
+
+    async def token_revoked(self, event: TokenRevoked) -> None:
+        if self.seat.token_id is not None and event["token_id"] == self.seat.token_id:
+            await self.close(code=CLOSE_SESSION_ENDED)
+
+
+class RoomConsumer(_SeatedConnection):
     room_id: int
     room_slug: str
     username: str
@@ -87,11 +109,7 @@ class RoomConsumer(Connection):
         self.room_id = room.id
         self.room_slug = room.slug
         self.token = token
-        self.seat = Seat(
-            user.id,
-            getattr(self.scope.get("session"), "session_key", None),
-            token.id if token is not None else None,
-        )
+        self.seat = self._seat_for(user, token)
         self.renderer = renderer_for(
             self.scope.get("subprotocols", []),
             room_id=room.id,
@@ -280,14 +298,6 @@ class RoomConsumer(Connection):
         if event["room_id"] == self.room_id:
             await self.close(code=CLOSE_ACCESS_REVOKED)
 
-    async def session_ended(self, event: SessionEnded) -> None:
-        if self.seat.session_key and event["session_key"] == self.seat.session_key:
-            await self.close(code=CLOSE_SESSION_ENDED)
-
-    async def token_revoked(self, event: TokenRevoked) -> None:
-        if self.seat.token_id is not None and event["token_id"] == self.seat.token_id:
-            await self.close(code=CLOSE_SESSION_ENDED)
-
     # --- Sending ----------------------------------------------------------------------------------
 
     async def _send_presence(self, version: int, online: list[dict[str, Any]]) -> None:
@@ -297,13 +307,11 @@ class RoomConsumer(Connection):
         await self.send_frame(self.renderer.error(code, message, client_id))
 
 
-class RoomListConsumer(Connection):
+class RoomListConsumer(_SeatedConnection):
     """The room list's socket: `/ws/me/`. It only listens: each `unread.changed` of its person
     (a new entry in one of their rooms, their read position moving) becomes a JSON frame
     `{"v": 1, "type": "unread", "room": <slug>, "unread": N, "activity": <ISO time> | null}`.
     It closes with 4401 when its session ends or its token is revoked, like the room sockets."""
-
-    seat: Seat
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -311,12 +319,7 @@ class RoomListConsumer(Connection):
             logger.info("refused a room-list socket: not signed in")
             await self.close()
             return
-        token: TokenGrant | None = self.scope.get("access_token")
-        self.seat = Seat(
-            user.id,
-            getattr(self.scope.get("session"), "session_key", None),
-            token.id if token is not None else None,
-        )
+        self.seat = self._seat_for(user, self.scope.get("access_token"))
         await self.join_group(user_group(user.id))
         await self.join_group(me_group(user.id))
         await self.accept()
@@ -333,14 +336,6 @@ class RoomListConsumer(Connection):
 
     async def access_revoked(self, event: AccessRevoked) -> None:
         """A room's sockets close; the room list shows the change on its next load."""
-
-    async def session_ended(self, event: SessionEnded) -> None:
-        if self.seat.session_key and event["session_key"] == self.seat.session_key:
-            await self.close(code=CLOSE_SESSION_ENDED)
-
-    async def token_revoked(self, event: TokenRevoked) -> None:
-        if self.seat.token_id is not None and event["token_id"] == self.seat.token_id:
-            await self.close(code=CLOSE_SESSION_ENDED)
 
 
 # --- The room's work, once per room per process ---------------------------------------------------
