@@ -220,7 +220,8 @@ def read_position_advance(*, room_id: int, user: User, seq: object) -> int:
                 "activity": None,
             }
             send_event_on_commit(me_group(user.pk), event)
-    return selectors.read_position(room_id=room.pk, user_id=user.pk)
+            return seq
+    return selectors.read_position(room_id=room.pk, user_id=user.pk)  # it was further already
 
 
 def _entry_created(room_id: int, entry: Entry) -> EntryCreated:
