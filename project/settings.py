@@ -8,6 +8,7 @@ on several hosts.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import sys
@@ -17,6 +18,7 @@ import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
+from realtime.redis import sentinel_options, sentinel_url  # imports nothing of Django
 from rooms.calculator import MAX_EXPRESSION_LENGTH  # pure: imports nothing of Django
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -116,12 +118,14 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "project.outage.DatabaseOutage",  # PostgreSQL down: 503 (session and user loaded here)
     "accounts.tokens.BearerTokenMiddleware",  # Authorization: Bearer <personal access token>
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "project.metrics_view.CountDatabaseErrors",  # last: sees a view's database error first
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -156,8 +160,20 @@ if DATABASE_URL:
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": 1,
             "max_size": env_int("DATABASE_POOL_MAX_SIZE", 10),
-            "timeout": 10,
+            # A request during an outage waits this long for a connection, then answers 503.
+            "timeout": env_float("DATABASE_POOL_TIMEOUT_SECONDS", 2),
         }
+        # Django hands the pool `check=ConnectionPool.check_connection`: every connection is
+        # tried (one empty query) before it is given out, so the ones a restart broke are
+        # replaced instead of failing once each.
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+        # psycopg_pool retries a failed connect (and re-checks after a broken connection) with a
+        # doubling delay, 1 s, 2 s, 4 s, ..., and has no setting for it: after a 10 s outage it
+        # next tried 5 s after PostgreSQL was back. Retry at a steady short interval instead.
+        from psycopg_pool.base import AttemptWithBackoff
+
+        AttemptWithBackoff.INITIAL_DELAY = env_float("DATABASE_POOL_RETRY_SECONDS", 0.2)
+        AttemptWithBackoff.DELAY_BACKOFF = 1.0
 else:
     (BASE_DIR / "var").mkdir(exist_ok=True)
     DATABASES = {
@@ -171,9 +187,35 @@ else:
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# While the database is down every route answers 503 with this Retry-After (project/outage.py).
+DATABASE_OUTAGE_RETRY_AFTER_SECONDS = env_int("DATABASE_OUTAGE_RETRY_AFTER_SECONDS", 5)
 
 # --- Redis: channel layer, presence, throttles ----------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
+# Or a Sentinel-managed Redis (docs/operations.md, "Redis Sentinel"): the Sentinels as
+# host:port,host:port and the master's name; every pool then asks them where the master is.
+REDIS_SENTINELS = env_list("REDIS_SENTINELS", [])
+REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER", "mymaster")
+REDIS_SENTINEL_PASSWORD = env_str("REDIS_SENTINEL_PASSWORD")  # the Sentinels' own
+REDIS_SENTINEL_MASTER_PASSWORD = env_str("REDIS_SENTINEL_MASTER_PASSWORD")  # master and replicas'
+REDIS_SENTINEL_DB = env_int("REDIS_SENTINEL_DB", 0)
+try:
+    REDIS_SENTINEL_OPTIONS = sentinel_options(
+        REDIS_SENTINELS,
+        master=REDIS_SENTINEL_MASTER,
+        sentinel_password=REDIS_SENTINEL_PASSWORD,
+        password=REDIS_SENTINEL_MASTER_PASSWORD,
+        db=REDIS_SENTINEL_DB,
+    )
+except ValueError as exc:
+    raise ImproperlyConfigured(f"REDIS_SENTINELS: {exc}") from None
+if REDIS_SENTINEL_OPTIONS:
+    if REDIS_URL:
+        raise ImproperlyConfigured("Set REDIS_URL or REDIS_SENTINELS, not both.")
+    # A description no client opens (redis+sentinel://...): code that reads REDIS_URL sees Redis
+    # configured, and anything that opened it without realtime.redis would fail loudly.
+    REDIS_URL = sentinel_url(REDIS_SENTINEL_OPTIONS)
+REDIS_CONFIGURED = bool(REDIS_URL)
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "calcrooms")
 CHANNEL_LAYER_CAPACITY = env_int("CHANNEL_LAYER_CAPACITY", 100)
 CHANNEL_LAYER_GROUP_EXPIRY_SECONDS = env_int("CHANNEL_LAYER_GROUP_EXPIRY_SECONDS", 86400)
@@ -183,7 +225,7 @@ REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 50)
 REDIS_MAX_IDLE_CONNECTIONS = env_int("REDIS_MAX_IDLE_CONNECTIONS", 4)
 REDIS_POOL_TIMEOUT_SECONDS = env_float("REDIS_POOL_TIMEOUT_SECONDS", 20)
 
-if REDIS_URL:
+if REDIS_CONFIGURED:
     CHANNEL_LAYERS = {
         "default": {
             # channels-redis's core layer on bounded pools that wait instead of failing and close
@@ -202,6 +244,7 @@ if REDIS_URL:
                         "max_idle": REDIS_MAX_IDLE_CONNECTIONS,
                         "pool_timeout": REDIS_POOL_TIMEOUT_SECONDS,
                         "client_name": f"{REDIS_KEY_PREFIX}:layer",
+                        **REDIS_SENTINEL_OPTIONS,
                     }
                 ],
                 "prefix": f"{REDIS_KEY_PREFIX}:asgi",
@@ -222,13 +265,13 @@ else:
     }
     if "pytest" not in sys.modules:
         logger.warning(
-            "REDIS_URL is not set: using the in-memory channel layer and presence store. "
-            "This serves ONE process only; set REDIS_URL to run more than one."
+            "Neither REDIS_URL nor REDIS_SENTINELS is set: using the in-memory channel layer and "
+            "presence store. This serves ONE process only; set one of them to run more than one."
         )
 
 # Django's cache: allauth counts login attempts in it, so with Redis the limits hold across every
 # process and survive restarts; the embedded default keeps them in this process's memory.
-if REDIS_URL:
+if REDIS_CONFIGURED:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -236,6 +279,9 @@ if REDIS_URL:
             "KEY_PREFIX": f"{REDIS_KEY_PREFIX}:cache",
         }
     }
+    if REDIS_SENTINEL_OPTIONS:  # Django's RedisCache opens a URL; this one asks the Sentinels
+        CACHES["default"]["BACKEND"] = "project.cache.SentinelRedisCache"
+        CACHES["default"]["OPTIONS"] = dict(REDIS_SENTINEL_OPTIONS)
 
 # --- Product timings and limits (DESIGN.md) -------------------------------------------------------
 PRESENCE_HEARTBEAT_SECONDS = env_float("PRESENCE_HEARTBEAT_SECONDS", 10)
@@ -277,6 +323,20 @@ INVITE_MAX_AGE_SECONDS = env_int("INVITE_MAX_AGE_SECONDS", 7 * 86400)
 ROOMS_PER_HOUR = env_int("ROOMS_PER_HOUR", 10)
 ROOM_LIST_PAGE_SIZE = env_int("ROOM_LIST_PAGE_SIZE", 50)
 
+# --- Metrics (/metrics: project/metrics_view.py, realtime/metrics.py) ----------------------------
+# With a token, only `Authorization: Bearer <METRICS_TOKEN>` is served (401 otherwise); without
+# one, only these client addresses or networks (empty: nobody, 403). Multiprocess mode is
+# prometheus_client's own: PROMETHEUS_MULTIPROC_DIR, read from the environment at start.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", [])
+for _network in METRICS_ALLOWED_IPS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_IPS: {_network!r} is not an address or a network"
+        ) from None
+
 # --- Accounts (django-allauth) --------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = [
@@ -313,7 +373,8 @@ DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "calcrooms@localhost")
 # --- Static files, i18n, security -----------------------------------------------------------------
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "var" / "static"
+# Where collectstatic gathers them for a web server in front (deploy/nginx/calcrooms.conf).
+STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "var" / "static")))
 # Serve static files from the ASGI app itself (one process, no separate web server needed).
 SERVE_STATIC = env_bool("DJANGO_SERVE_STATIC", True)
 
@@ -363,6 +424,9 @@ LOGGING = {
         # Server errors with their traceback, whatever DEBUG says (Django's own default only
         # mails them to ADMINS when DEBUG is off, and there are none).
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+        # The pool warns on every failed reconnect (several a second during an outage); the
+        # outage itself is one line from project/outage.py when it starts and one when it ends.
+        "psycopg.pool": {"handlers": ["console"], "level": "ERROR", "propagate": False},
     },
 }
 

@@ -7,4 +7,5 @@
 * `realtime.connection`: a WebSocket connection that owns what it starts and ends it however it
   ends.
 * `realtime.tick`: one periodic task per room per process over that room's local connections.
+* `realtime.metrics`: the Prometheus metrics and one cheap recording helper for each.
 """

@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import User
+from realtime import metrics
 from realtime.events import (
     AccessRevoked,
     EntryCreated,
@@ -89,7 +90,7 @@ def client_id_parse(raw: object) -> uuid.UUID | None:
 
 
 async def entry_submit(
-    *, room_id: int, author: User, expression: object, client_id: object
+    *, room_id: int, author: User, expression: object, client_id: object, transport: str = "ws"
 ) -> Submission:
     """Take one expression from an async transport (the socket): the one way in.
 
@@ -101,18 +102,30 @@ async def entry_submit(
         raise _rate_limited()
     text, parsed_client_id = _submission_validate(expression, client_id)
     return await database_sync_to_async(_entry_store)(
-        room_id=room_id, author=author, expression=text, client_id=parsed_client_id
+        room_id=room_id,
+        author=author,
+        expression=text,
+        client_id=parsed_client_id,
+        transport=transport,
     )
 
 
 def entry_submit_sync(
-    *, room_id: int, author: User, expression: object, client_id: object
+    *, room_id: int, author: User, expression: object, client_id: object, transport: str = "http"
 ) -> Submission:
-    """`entry_submit` for sync callers (HTTP views, management commands): the same steps."""
+    """`entry_submit` for sync callers (HTTP views, management commands): the same steps.
+
+    `transport` (`http`, `command`) only labels the stored-entries metric."""
     if not async_to_sync(take_expression_token)(user_id=author.pk, room_id=room_id):
         raise _rate_limited()
     text, parsed_client_id = _submission_validate(expression, client_id)
-    return _entry_store(room_id=room_id, author=author, expression=text, client_id=parsed_client_id)
+    return _entry_store(
+        room_id=room_id,
+        author=author,
+        expression=text,
+        client_id=parsed_client_id,
+        transport=transport,
+    )
 
 
 def _rate_limited() -> Refused:
@@ -124,7 +137,12 @@ def _submission_validate(expression: object, client_id: object) -> tuple[str, uu
 
 
 def _entry_store(
-    *, room_id: int, author: User, expression: str, client_id: uuid.UUID | None
+    *,
+    room_id: int,
+    author: User,
+    expression: str,
+    client_id: uuid.UUID | None,
+    transport: str = "http",
 ) -> Submission:
     """Evaluate and store one validated expression, then broadcast it to the room.
 
@@ -174,6 +192,7 @@ def _entry_store(
         Room.objects.filter(pk=room.pk).update(last_seq=seq, last_activity=entry.created)
         send_event_on_commit(room_group(room.pk), lambda: _entry_created(room.pk, entry))
         send_events_on_commit(lambda: _unread_events(room, entry))
+        transaction.on_commit(lambda: metrics.entry_stored(transport))
     return Submission(entry=entry, created=True)
 
 

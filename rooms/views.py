@@ -29,6 +29,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from presence.services import presence_counts_sync, presence_state_sync, state_payload
+from realtime import metrics
 from realtime.events import EntryDict
 from rooms import selectors, services
 from rooms.models import Room
@@ -433,6 +434,8 @@ def room_entries(request: HttpRequest, slug: str) -> HttpResponse:
         page = selectors.entries_before(room=room, before=before, limit=limit, author=author)
     else:
         page = selectors.entries_after(room=room, after=after or 0, limit=limit, author=author)
+        if author is None:  # a client catching up (the recall's `author` pages are not)
+            metrics.catchup_fetched(len(page.entries))
     entries = [entry_as_dict(e) for e in page.entries]
     last_seq = selectors.room_last_seq(room_id=room.id)
     if wants_json(request):
@@ -456,6 +459,7 @@ def _entry_post(request: HttpRequest, room: Room) -> HttpResponse:
             client_id=client_id,
         )
     except services.Refused as refused:
+        metrics.refusal(refused.code, "http")
         status = {"rate_limited": 429, "forbidden": 403}.get(refused.code, 400)
         if wants_json(request):
             body = {"error": {"code": refused.code, "message": refused.message}}
