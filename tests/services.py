@@ -1,11 +1,11 @@
-"""Find (or start) the PostgreSQL, Redis and Chromium the test suite runs against.
+"""Find (or start) the PostgreSQL, Redis, Chromium and nginx the test suite runs against.
 
 `python tests/services.py` prints `export` lines for the Makefile, and nothing else on stdout:
 DATABASE_URL and REDIS_URL as given, else the local servers on 127.0.0.1:5432 and :6379, else
 throwaway servers started here from the installed binaries (installing Debian's postgresql /
-redis-server / chromium packages when running as root and they are missing). Everything else it,
-or anything it runs, has to say goes to stderr. When something cannot be had it says what and how
-in one line, and exits 1.
+redis-server / chromium / nginx packages when running as root and they are missing). Everything
+else it, or anything it runs, has to say goes to stderr. When something cannot be had it says
+what and how in one line, and exits 1.
 
 The throwaway servers never touch the machine's own: they run on ports of their own, from a data
 directory of their own, and work as root (PostgreSQL runs as the `postgres` user) and inside a
@@ -223,7 +223,7 @@ def ensure_postgres() -> str:
     return url
 
 
-def start_throwaway_postgres(bindir: Path, data: Path) -> None:
+def start_throwaway_postgres(bindir: Path, data: Path, port: int = THROWAWAY_PG_PORT) -> None:
     # initdb and postgres refuse to run as root: then the cluster is the postgres user's.
     prefix: list[str] = []
     owner: pwd.struct_passwd | None = None
@@ -255,11 +255,11 @@ def start_throwaway_postgres(bindir: Path, data: Path) -> None:
         data = other
         holders = postgres_processes_in(data)
     if holders:
-        if wait_for_port(THROWAWAY_PG_PORT, 30):  # one still starting up
+        if wait_for_port(port, 30):  # one still starting up
             return
         give_up(
             f"a PostgreSQL runs in {data} (pid {min(holders)}) but not on 127.0.0.1:"
-            f"{THROWAWAY_PG_PORT}: stop it (`pg_ctl -D {data} stop -m fast`, as its user) or set "
+            f"{port}: stop it (`pg_ctl -D {data} stop -m fast`, as its user) or set "
             "CALCROOMS_THROWAWAY_PG_PORT to its port."
         )
     clear_stale_locks(data)
@@ -309,13 +309,13 @@ def start_throwaway_postgres(bindir: Path, data: Path) -> None:
             give_up(f"initdb failed for the throwaway PostgreSQL in {data} (its output is above).")
     options = " ".join(
         [
-            f"-p {THROWAWAY_PG_PORT}",
+            f"-p {port}",
             f"-k {shlex.quote(str(data))}",
             "-c listen_addresses=127.0.0.1",
             "-c fsync=off",
         ]
     )
-    say(f"starting a throwaway PostgreSQL on 127.0.0.1:{THROWAWAY_PG_PORT} from {data}")
+    say(f"starting a throwaway PostgreSQL on 127.0.0.1:{port} from {data}")
     started = subprocess.run(
         [
             *prefix,
@@ -334,9 +334,9 @@ def start_throwaway_postgres(bindir: Path, data: Path) -> None:
         check=False,
         **run,
     )
-    if started.returncode != 0 or not wait_for_port(THROWAWAY_PG_PORT):
+    if started.returncode != 0 or not wait_for_port(port):
         give_up(
-            f"the throwaway PostgreSQL on 127.0.0.1:{THROWAWAY_PG_PORT} did not start: "
+            f"the throwaway PostgreSQL on 127.0.0.1:{port} did not start: "
             f"{last_line(log)} (all of it in {log})"
         )
 
@@ -407,6 +407,18 @@ def ensure_redis() -> str:
     return redis_url(THROWAWAY_REDIS_PORT)
 
 
+def ensure_redis_binary() -> None:
+    """tests/realtime/test_sentinel.py starts Redis servers and Sentinels of its own (the same
+    binary in sentinel mode), whatever Redis the other tests use."""
+    if not shutil.which("redis-server"):
+        apt_install("redis-server")
+    if not shutil.which("redis-server"):
+        give_up(
+            "redis-server is missing for the Sentinel test: install it (Debian: "
+            "`sudo apt-get install redis-server`)."
+        )
+
+
 # Chromium
 
 
@@ -428,11 +440,34 @@ def ensure_chromium() -> str:
     return path
 
 
+# nginx (the deployment's reverse proxy, run by tests/deploy/ as a child process of the test)
+
+
+def ensure_nginx() -> str:
+    given = os.environ.get("NGINX_PATH")
+
+    def find() -> str:
+        return given or shutil.which("nginx") or "/usr/sbin/nginx"
+
+    if not Path(find()).exists():
+        apt_install("nginx")
+    path = find()
+    if not Path(path).exists():
+        where = f" (NGINX_PATH is {given}, which does not exist)" if given else ""
+        give_up(
+            f"nginx is missing for the deployment tests{where}: install Debian's `nginx` "
+            "package (`sudo apt-get install nginx`) or set NGINX_PATH."
+        )
+    return path
+
+
 def main() -> None:
+    ensure_redis_binary()
     values = {
         "DATABASE_URL": ensure_postgres(),
         "REDIS_URL": ensure_redis(),
         "CHROMIUM_PATH": ensure_chromium(),
+        "NGINX_PATH": ensure_nginx(),
         # Tests keep to their own Redis keys: a prefix of their own per run.
         "REDIS_KEY_PREFIX": f"calcrooms-test-{uuid.uuid4().hex[:8]}",
     }
