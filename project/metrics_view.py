@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET
 
 from realtime import metrics
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("calcrooms.metrics")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

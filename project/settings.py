@@ -412,10 +412,19 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
+# LOG_FORMAT=json: every line on stderr is one JSON object (project/logs.py), the app's, Django's,
+# uvicorn's and Python warnings alike; the default is the plain human message.
+LOG_FORMAT = env_str("LOG_FORMAT", "human")
+if LOG_FORMAT not in ("human", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be human or json, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {
+        "human": {"format": "%(message)s"},
+        "json": {"()": "project.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "loggers": {
         name: {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")}
         for name in ("calcrooms", "accounts", "rooms", "presence", "realtime")
@@ -429,6 +438,23 @@ LOGGING = {
         "psycopg.pool": {"handlers": ["console"], "level": "ERROR", "propagate": False},
     },
 }
+if LOG_FORMAT == "json":
+    # Everyone else's lines too: uvicorn configured its loggers before it loaded the app (their
+    # levels, from --log-level, stay), Django's and the warnings' defaults print plain text.
+    # Each line once: the loggers with a handler of their own do not pass it on to the root's.
+    for _config in LOGGING["loggers"].values():
+        _config["propagate"] = False
+    LOGGING["root"] = {"handlers": ["console"], "level": "WARNING"}
+    logging.captureWarnings(True)  # warnings.warn(...) as records of "py.warnings"
+    LOGGING["loggers"] |= {
+        name: {"handlers": ["console"], "propagate": False}
+        for name in ("uvicorn", "uvicorn.access", "py.warnings")
+    }
+    LOGGING["loggers"]["django"] = {
+        "handlers": ["console"],
+        "level": "INFO" if DEBUG else "WARNING",
+        "propagate": False,
+    }
 
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
