@@ -424,7 +424,15 @@ LOGGING = {
         "human": {"format": "%(message)s"},
         "json": {"()": "project.logs.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    # A database outage is no bug: lines about it keep their error but not a traceback.
+    "filters": {"outage": {"()": "project.outage.OutageWithoutTraceback"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["outage"],
+        }
+    },
     "loggers": {
         name: {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")}
         for name in ("calcrooms", "accounts", "rooms", "presence", "realtime")
