@@ -5,6 +5,11 @@ ever opened. A burst (a thousand sockets closing at once) then either fails half
 the process holding a thousand idle connections, and with them a thousand file descriptors. The
 pool here waits for a free connection instead, and closes idle ones past a small number as they
 come back, so after a burst the process returns to its resting handful.
+
+With Sentinel (``sentinels`` and ``service_name`` among the options, see `sentinel_options`) the
+same pool asks the Sentinels where the master is before each new connection, drops connections to
+an address that is no longer the master, and takes a demoted master's READONLY answer for a broken
+connection: the command is sent again to the master the Sentinels name now.
 """
 
 from __future__ import annotations
@@ -15,11 +20,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
 
 DEFAULT_MAX_CONNECTIONS = 50
 DEFAULT_MAX_IDLE = 4
 DEFAULT_WAIT_SECONDS = 20.0
+DEFAULT_SENTINEL_MASTER = "mymaster"
+# A Sentinel that does not answer within this is skipped for the next one.
+SENTINEL_TIMEOUT_SECONDS = 2.0
+# A command that met a demoted master is sent again this often (after 0.05 s, 0.1 s, 0.2 s...).
+DEMOTED_MASTER_RETRIES = 5
 
 
 class BoundedPool(aioredis.BlockingConnectionPool):
@@ -39,25 +55,193 @@ class BoundedPool(aioredis.BlockingConnectionPool):
 
     def open_connections(self) -> int:
         """Connections of this pool that hold a socket now (idle or in use)."""
-        everything = [*self._available_connections, *self._in_use_connections]
-        return sum(1 for conn in everything if conn.is_connected)
+        return _connected(self)
 
 
-def bounded_pool(url: str, **options: Any) -> BoundedPool:
+class DemotedMasterError(RedisConnectionError):
+    """The server this connection reached answered READONLY: it is a replica now."""
+
+
+class _MasterConnection(SentinelManagedConnection):
+    """A connection to the master the Sentinels name. A READONLY answer means this server was
+    demoted since the connection was made: the connection is closed (the next connect asks the
+    Sentinels again) and the error is one the pool's retry sends the command again on."""
+
+    async def _connect_retry(self) -> None:
+        if not self.is_connected:
+            await self.connect_check_health(
+                check_health=self.connection_pool.check_connection, retry_socket_connect=False
+            )
+
+    async def _connect(self) -> None:
+        # Every connect asks the Sentinels first, however it is reached: redis-py reconnects a
+        # closed connection from send_packed_command too, and that path would otherwise go back
+        # to the address the connection had (the demoted master).
+        self.host, self.port = await self.connection_pool.get_master_address()
+        await super()._connect()
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await Connection.read_response(self, *args, **kwargs)
+        except ReadOnlyError as exc:
+            await self.disconnect()
+            raise DemotedMasterError(f"{self.host}:{self.port} is no longer the master") from exc
+
+
+class BoundedSentinelPool(SentinelConnectionPool, BoundedPool):
+    """A `BoundedPool` whose connections go to the master a set of Sentinels name.
+
+    redis-py's Sentinel pool asks the Sentinels for the master on every new connection and closes
+    its idle connections when the answer changes; this one also closes, before handing it out,
+    any connection to an address that is no longer the master, and closes the Sentinel
+    connections with its own.
+    """
+
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
+        kwargs.setdefault("connection_class", _MasterConnection)
+        kwargs.setdefault(
+            "retry",
+            Retry(
+                ExponentialBackoff(cap=1.0, base=0.05),
+                DEMOTED_MASTER_RETRIES,
+                supported_errors=(DemotedMasterError,),
+            ),
+        )
+        super().__init__(service_name, sentinel_manager, **kwargs)
+
+    async def ensure_connection(self, connection: Any) -> None:
+        if (
+            connection.is_connected
+            and self.master_address is not None
+            and (connection.host, connection.port) != self.master_address
+        ):
+            await connection.disconnect()  # to the old master: reconnect to the new one
+        await super().ensure_connection(connection)
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        if inuse_connections:  # the whole pool closes (not just a master change)
+            for sentinel in self.sentinel_manager.sentinels:
+                await sentinel.connection_pool.disconnect()
+
+    def open_connections(self) -> int:
+        sentinel_pools = [sentinel.connection_pool for sentinel in self.sentinel_manager.sentinels]
+        return super().open_connections() + sum(map(_connected, sentinel_pools))
+
+
+def _connected(pool: Any) -> int:
+    everything = [*pool._available_connections, *pool._in_use_connections]
+    return sum(1 for conn in everything if conn.is_connected)
+
+
+def parse_sentinels(value: Any) -> list[tuple[str, int]]:
+    """``"host:port,host:port"``, or a list of ``host:port`` strings or (host, port) pairs, as
+    (host, port) pairs; an IPv6 host is written in brackets (``[::1]:26379``). Raises ValueError
+    on anything else."""
+    items = value.split(",") if isinstance(value, str) else list(value or [])
+    pairs: list[tuple[str, int]] = []
+    for item in items:
+        if isinstance(item, (tuple, list)):
+            host, port = str(item[0]), str(item[1])
+        else:
+            if not item.strip():
+                continue
+            host, _, port = item.strip().rpartition(":")
+            host = host.removeprefix("[").removesuffix("]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"a Sentinel is host:port, not {item!r}")
+        pairs.append((host, int(port)))
+    return pairs
+
+
+def sentinel_options(
+    sentinels: Any,
+    *,
+    master: str | None = None,
+    sentinel_password: str | None = None,
+    password: str | None = None,
+    db: int = 0,
+) -> dict[str, Any]:
+    """The options that make `bounded_pool` (and `LoopLocalRedis`, and the channel layer's hosts)
+    connect through ``sentinels`` to the master named ``master``; empty without sentinels.
+    ``sentinel_password`` is the Sentinels' own, ``password`` and ``db`` the master's."""
+    pairs = parse_sentinels(sentinels)
+    if not pairs:
+        return {}
+    options: dict[str, Any] = {
+        "sentinels": pairs,
+        "service_name": master or DEFAULT_SENTINEL_MASTER,
+        "db": db,
+    }
+    if sentinel_password:
+        options["sentinel_password"] = sentinel_password
+    if password:
+        options["password"] = password
+    return options
+
+
+def sentinel_url(options: dict[str, Any]) -> str:
+    """A description of a Sentinel setup as a URL (``redis+sentinel://h1:p1,h2:p2/master/db``).
+    No client opens it: code that does not go through this module fails loudly on it instead of
+    connecting somewhere else."""
+    hosts = ",".join(
+        f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        for host, port in options["sentinels"]
+    )
+    return f"redis+sentinel://{hosts}/{options['service_name']}/{options.get('db', 0)}"
+
+
+def _sentinel_pool(**options: Any) -> BoundedSentinelPool:
+    sentinels = options.pop("sentinels")
+    service_name = options.pop("service_name", DEFAULT_SENTINEL_MASTER)
+    # The Sentinels are asked with short timeouts of their own (the layer's connections have
+    # none), once each: a Sentinel that is down is skipped for the next.
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_connect_timeout": options.get("socket_connect_timeout") or SENTINEL_TIMEOUT_SECONDS,
+        "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
+        "retry": Retry(NoBackoff(), 0),
+        **options.pop("sentinel_kwargs", {}),
+    }
+    if "client_name" in options:
+        sentinel_kwargs.setdefault("client_name", f"{options['client_name']}:sentinel")
+    if "sentinel_password" in options:
+        sentinel_kwargs["password"] = options.pop("sentinel_password")
+    manager = Sentinel(parse_sentinels(sentinels), sentinel_kwargs=sentinel_kwargs)
+    return BoundedSentinelPool(service_name, manager, **options)
+
+
+def bounded_pool(url: str | None, **options: Any) -> BoundedPool:
     """A `BoundedPool` for ``url``; ``max_connections``, ``max_idle`` and ``timeout`` (seconds to
-    wait for a free connection) come from ``options`` or the defaults."""
+    wait for a free connection) come from ``options`` or the defaults.
+
+    With ``sentinels`` (and ``service_name``) among the options, a `BoundedSentinelPool` to that
+    master instead: ``url`` is then only a description and is not opened."""
     options.setdefault("max_connections", DEFAULT_MAX_CONNECTIONS)
     options.setdefault("timeout", DEFAULT_WAIT_SECONDS)
+    if options.get("sentinels"):
+        return _sentinel_pool(**options)
+    for key in ("sentinels", "service_name", "sentinel_password", "sentinel_kwargs"):
+        options.pop(key, None)
+    if not url:
+        raise ValueError("a Redis URL, or sentinels, are needed")
     return BoundedPool.from_url(url, **options)
 
 
 def redis_pool_options(settings: Any, *, name: str) -> dict[str, Any]:
-    """Pool options from Django settings (passed in: this module does not import Django)."""
+    """Pool options from Django settings (passed in: this module does not import Django), with
+    the Sentinel options when ``REDIS_SENTINELS`` names Sentinels."""
     return {
         "max_connections": getattr(settings, "REDIS_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS),
         "max_idle": getattr(settings, "REDIS_MAX_IDLE_CONNECTIONS", DEFAULT_MAX_IDLE),
         "timeout": getattr(settings, "REDIS_POOL_TIMEOUT_SECONDS", DEFAULT_WAIT_SECONDS),
         "client_name": name,
+        **sentinel_options(
+            getattr(settings, "REDIS_SENTINELS", None),
+            master=getattr(settings, "REDIS_SENTINEL_MASTER", None),
+            sentinel_password=getattr(settings, "REDIS_SENTINEL_PASSWORD", None),
+            password=getattr(settings, "REDIS_SENTINEL_MASTER_PASSWORD", None),
+            db=getattr(settings, "REDIS_SENTINEL_DB", 0),
+        ),
     }
 
 

@@ -1,0 +1,92 @@
+"""Django's Redis cache through Redis Sentinel.
+
+Django's `RedisCache` opens a URL and cannot ask Sentinels where the master is. This backend is
+that cache with one change: its connection pool is redis-py's Sentinel pool, so every new
+connection goes to the master the Sentinels name now, and a demoted master's READONLY answer
+closes the connection and sends the command again to the new master (as `realtime.redis` does for
+the asyncio pools). ``LOCATION`` is only a description; ``OPTIONS`` carry what
+`realtime.redis.sentinel_options` gives (``sentinels``, ``service_name``, and optionally
+``sentinel_password``, ``password``, ``db``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+from redis.backoff import ExponentialBackoff
+from redis.connection import Connection
+from redis.exceptions import ReadOnlyError
+from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+
+from realtime.redis import (
+    DEMOTED_MASTER_RETRIES,
+    SENTINEL_TIMEOUT_SECONDS,
+    DemotedMasterError,
+    parse_sentinels,
+)
+
+
+class _MasterConnection(SentinelManagedConnection):
+    def _connect_retry(self) -> None:
+        if self._sock is None:
+            self.connect_check_health(
+                check_health=self.connection_pool.check_connection, retry_socket_connect=False
+            )
+
+    def _connect(self) -> Any:
+        # Every connect asks the Sentinels first, however it is reached (see realtime.redis).
+        self.host, self.port = self.connection_pool.get_master_address()
+        return super()._connect()
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return Connection.read_response(self, *args, **kwargs)
+        except ReadOnlyError as exc:
+            self.disconnect()
+            raise DemotedMasterError(f"{self.host}:{self.port} is no longer the master") from exc
+
+
+class SentinelRedisCacheClient(RedisCacheClient):
+    def __init__(
+        self,
+        servers: Any,
+        *,
+        sentinels: Any,
+        service_name: str,
+        sentinel_password: str | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(servers, **options)
+        sentinel_kwargs: dict[str, Any] = {
+            "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
+            "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
+        }
+        if sentinel_password:
+            sentinel_kwargs["password"] = sentinel_password
+        self._sentinel = Sentinel(parse_sentinels(sentinels), sentinel_kwargs=sentinel_kwargs)
+        self._service_name = service_name
+        self._pool: SentinelConnectionPool | None = None
+
+    def _get_connection_pool(self, write: bool) -> SentinelConnectionPool:
+        # One pool, to the master: reads on a replica could miss a write just made (a login
+        # attempt counted a moment ago).
+        if self._pool is None:
+            options = {
+                "connection_class": _MasterConnection,
+                "retry": Retry(
+                    ExponentialBackoff(cap=1.0, base=0.05),
+                    DEMOTED_MASTER_RETRIES,
+                    supported_errors=(DemotedMasterError,),
+                ),
+                **self._pool_options,
+            }
+            self._pool = SentinelConnectionPool(self._service_name, self._sentinel, **options)
+        return self._pool
+
+
+class SentinelRedisCache(RedisCache):
+    def __init__(self, server: str, params: dict[str, Any]) -> None:
+        super().__init__(server, params)
+        self._class = SentinelRedisCacheClient
