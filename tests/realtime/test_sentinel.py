@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -186,6 +188,51 @@ def sentinel_settings(redis_set: RedisSet, **more: Any) -> SimpleNamespace:
     return SimpleNamespace(
         REDIS_SENTINELS=redis_set.sentinels, REDIS_SENTINEL_MASTER=MASTER, **more
     )
+
+
+# --- The settings --------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+_SHOW_SETTINGS = (
+    "import project.settings as s; "
+    "print(s.REDIS_URL, s.REDIS_CONFIGURED, s.CHANNEL_LAYERS['default']['CONFIG']['hosts'][0], "
+    "s.CACHES['default'])"
+)
+
+
+def _settings_with(**env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "REDIS_"))}
+    return subprocess.run(
+        [sys.executable, "-c", _SHOW_SETTINGS],
+        cwd=ROOT,
+        env={**clean, "DJANGO_DEBUG": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_sentinels_alone_configure_redis_for_the_layer_and_the_cache():
+    done = _settings_with(REDIS_SENTINELS="10.0.0.1:26379, 10.0.0.2:26380", REDIS_SENTINEL_DB="2")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("redis+sentinel://10.0.0.1:26379,10.0.0.2:26380/mymaster/2 True")
+    assert "'sentinels': [('10.0.0.1', 26379), ('10.0.0.2', 26380)]" in done.stdout
+    assert "'service_name': 'mymaster'" in done.stdout
+    assert "'socket_timeout': None" in done.stdout  # the layer's idle receives still wait
+    assert "project.cache.SentinelRedisCache" in done.stdout
+    assert "serves ONE process only" not in done.stderr
+
+
+def test_sentinels_and_a_redis_url_together_refuse_to_start():
+    done = _settings_with(REDIS_SENTINELS="10.0.0.1:26379", REDIS_URL="redis://10.0.0.9:6379/0")
+    assert done.returncode != 0
+    assert "Set REDIS_URL or REDIS_SENTINELS, not both" in done.stderr
+
+
+def test_a_sentinel_without_a_port_refuses_to_start():
+    done = _settings_with(REDIS_SENTINELS="10.0.0.1")
+    assert done.returncode != 0
+    assert "REDIS_SENTINELS: a Sentinel is host:port, not '10.0.0.1'" in done.stderr
 
 
 # --- The pools ------------------------------------------------------------------------------------
