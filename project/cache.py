@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.connection import Connection
 from redis.exceptions import ReadOnlyError
 from redis.retry import Retry
@@ -62,6 +62,8 @@ class SentinelRedisCacheClient(RedisCacheClient):
         sentinel_kwargs: dict[str, Any] = {
             "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
             "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
+            # Once each: a Sentinel that is down is skipped for the next, not retried with backoff.
+            "retry": Retry(NoBackoff(), 0),
         }
         if sentinel_password:
             sentinel_kwargs["password"] = sentinel_password

@@ -283,8 +283,13 @@ async def test_presence_and_layer_clients_reach_the_master_through_the_sentinels
     options = sentinel_options(shared_set.sentinels, master=MASTER)
     master = shared_set.client(shared_set.master_port)
 
-    # What presence and the throttles hold: one client per event loop.
-    loop_local = LoopLocalRedis(None, **options)  # type: ignore[arg-type]
+    # What presence and the throttles hold: one client per event loop; a Sentinel that is down
+    # (nothing listens on its port) is skipped for the next.
+    down = f"127.0.0.1:{free_port()}"
+    loop_local = LoopLocalRedis(
+        None,  # type: ignore[arg-type]
+        **sentinel_options(f"{down},{shared_set.sentinels}", master=MASTER),
+    )
     try:
         await loop_local.client().set("presence-test", "here")
         assert master.get("presence-test") == "here"
