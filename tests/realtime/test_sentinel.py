@@ -1,9 +1,10 @@
 """Redis through Sentinel: the pools ask the Sentinels where the master is, and a failover (the
 master killed mid-stream) loses and doubles nothing.
 
-Each test starts a Redis set of its own on spare ports, in a temporary directory: a master, a
-replica of it and three Sentinels (the same redis-server binary in sentinel mode), quick to decide
-(a master silent for 1 s is down). Everything is killed at the end of the test.
+A Redis set runs on spare ports, in a temporary directory: a master, a replica of it and three
+Sentinels (the same redis-server binary in sentinel mode). The failover test has a set of its own,
+quick to decide (a master silent for 1 s is down); the others share one that never fails over.
+Every process is killed when its tests end.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class RedisSet:
     """A master, its replica and three Sentinels watching them, as child processes."""
 
     directory: Path
+    # How long the master must be silent for the Sentinels to call it down: short for the test
+    # that kills it, long for the others (a busy machine must not fail over under them).
+    down_after_ms: int = 1000
     master_port: int = field(default_factory=free_port)
     replica_port: int = field(default_factory=free_port)
     sentinel_ports: list[int] = field(default_factory=lambda: [free_port() for _ in range(3)])
@@ -96,7 +100,7 @@ class RedisSet:
             f"dir {self.directory}\n"
             f"logfile sentinel-{port}.log\n"
             f"sentinel monitor {MASTER} 127.0.0.1 {self.master_port} 2\n"
-            f"sentinel down-after-milliseconds {MASTER} 1000\n"
+            f"sentinel down-after-milliseconds {MASTER} {self.down_after_ms}\n"
             f"sentinel failover-timeout {MASTER} 10000\n"
             f"sentinel parallel-syncs {MASTER} 1\n"
         )
@@ -164,7 +168,7 @@ def redis_set(tmp_path: Path) -> Iterator[RedisSet]:
 @pytest.fixture(scope="module")
 def shared_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSet]:
     """One set for the tests that leave its master alone (a set takes seconds to settle)."""
-    started = RedisSet(tmp_path_factory.mktemp("redis-set"))
+    started = RedisSet(tmp_path_factory.mktemp("redis-set"), down_after_ms=60_000)
     try:
         yield started.start()
     finally:
@@ -500,6 +504,7 @@ async def test_killing_the_master_mid_stream_loses_and_doubles_nothing(
         )
 
         # ...which dies mid-stream. The failover is when the Sentinels name the replica.
+        assert redis_set.named_master() == ("127.0.0.1", redis_set.master_port)
         killed_at = time.monotonic()
         redis_set.kill(redis_set.master_port)
 
