@@ -192,7 +192,8 @@ def _entry_store(
         Room.objects.filter(pk=room.pk).update(last_seq=seq, last_activity=entry.created)
         send_event_on_commit(room_group(room.pk), lambda: _entry_created(room.pk, entry))
         send_events_on_commit(lambda: _unread_events(room, entry))
-        transaction.on_commit(lambda: metrics.entry_stored(transport))
+    # Committed: the block is the outermost transaction for every caller (socket, view, command).
+    metrics.entry_stored(transport)
     return Submission(entry=entry, created=True)
 
 
