@@ -6,6 +6,7 @@ after and checks the difference.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -168,3 +169,31 @@ def test_the_module_imports_no_django_and_no_app() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _in_process(directory: str, code: str) -> str:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": directory}
+    result = subprocess.run(
+        [sys.executable, "-c", f"from realtime import metrics\n{code}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_multiprocess_counters_add_up_and_a_dead_process_holds_no_sockets(tmp_path) -> None:
+    directory = str(tmp_path / "prometheus")  # created by the module
+    for _process in range(2):  # two processes, each with two sockets open when it ends
+        code = "metrics.entry_stored('ws'); metrics.entry_stored('ws')\n"
+        _in_process(directory, code + "metrics.socket_opened(1); metrics.socket_opened(2)")
+    page = _in_process(
+        directory,
+        "metrics.socket_opened(1)\nimport sys; sys.stdout.write(metrics.exposition()[0].decode())",
+    )
+    assert 'calcrooms_entries_stored_total{transport="ws"} 4.0' in page
+    assert 'calcrooms_sockets_open{room_size="2-10"} 0.0' in page  # the dead ones' are dropped
+    assert 'calcrooms_sockets_open{room_size="1"} 1.0' in page  # the living one's socket
