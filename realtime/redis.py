@@ -15,7 +15,9 @@ connection: the command is sent again to the master the Sentinels name now.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,9 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONNECTIONS = 50
 DEFAULT_MAX_IDLE = 4
@@ -36,6 +41,10 @@ DEFAULT_SENTINEL_MASTER = "mymaster"
 SENTINEL_TIMEOUT_SECONDS = 2.0
 # A command that met a demoted master is sent again this often (after 0.05 s, 0.1 s, 0.2 s...).
 DEMOTED_MASTER_RETRIES = 5
+# A pool asks the Sentinels where the master is at most this often before it hands out a pooled
+# connection, so that a connection to a master that was replaced, but is still up and still takes
+# writes until the Sentinels demote it, is not used for more than about this long.
+MASTER_CHECK_SECONDS = 1.0
 
 
 class BoundedPool(aioredis.BlockingConnectionPool):
@@ -92,12 +101,22 @@ class BoundedSentinelPool(SentinelConnectionPool, BoundedPool):
     """A `BoundedPool` whose connections go to the master a set of Sentinels name.
 
     redis-py's Sentinel pool asks the Sentinels for the master on every new connection and closes
-    its idle connections when the answer changes; this one also closes, before handing it out,
-    any connection to an address that is no longer the master, and closes the Sentinel
-    connections with its own.
+    its idle connections when the answer changes; this one also asks them again before handing
+    out a pooled connection when it last asked more than ``master_check_seconds`` ago, closes any
+    connection to an address that is no longer the master before handing it out, and closes the
+    Sentinel connections with its own.
     """
 
-    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        service_name: str,
+        sentinel_manager: Sentinel,
+        *,
+        master_check_seconds: float = MASTER_CHECK_SECONDS,
+        **kwargs: Any,
+    ) -> None:
+        self.master_check_seconds = master_check_seconds
+        self._master_checked_at = -float("inf")
         kwargs.setdefault("connection_class", _MasterConnection)
         kwargs.setdefault(
             "retry",
@@ -109,7 +128,20 @@ class BoundedSentinelPool(SentinelConnectionPool, BoundedPool):
         )
         super().__init__(service_name, sentinel_manager, **kwargs)
 
+    async def get_master_address(self) -> Any:
+        self._master_checked_at = time.monotonic()
+        return await super().get_master_address()
+
     async def ensure_connection(self, connection: Any) -> None:
+        since = time.monotonic() - self._master_checked_at
+        if connection.is_connected and since >= self.master_check_seconds:
+            try:
+                # Closes the idle connections when the answer changed.
+                await self.get_master_address()
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                # No Sentinel answers: keep to the master this connection knows (if it is gone
+                # too, the command fails on its own).
+                logger.debug("Sentinels not answering: %s", exc)
         if (
             connection.is_connected
             and self.master_address is not None
@@ -220,7 +252,13 @@ def bounded_pool(url: str | None, **options: Any) -> BoundedPool:
     options.setdefault("timeout", DEFAULT_WAIT_SECONDS)
     if options.get("sentinels"):
         return _sentinel_pool(**options)
-    for key in ("sentinels", "service_name", "sentinel_password", "sentinel_kwargs"):
+    for key in (
+        "sentinels",
+        "service_name",
+        "sentinel_password",
+        "sentinel_kwargs",
+        "master_check_seconds",
+    ):
         options.pop(key, None)
     if not url:
         raise ValueError("a Redis URL, or sentinels, are needed")

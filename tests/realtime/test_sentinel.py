@@ -327,8 +327,15 @@ class _PointingManager:
 async def test_a_demoted_master_answering_readonly_is_left_for_the_new_master(shared_set):
     # The pool first reaches the replica as if it were the master: what a pool holds after its
     # master was demoted (and before its connections were closed).
+    # It does not ask again before the write (the write comes within its master check interval).
     manager = _PointingManager(shared_set.replica_port)
-    pool = BoundedSentinelPool(MASTER, manager, max_connections=2, timeout=5)  # type: ignore[arg-type]
+    pool = BoundedSentinelPool(
+        MASTER,
+        manager,  # type: ignore[arg-type]
+        max_connections=2,
+        timeout=5,
+        master_check_seconds=3600,
+    )
     client = aioredis.Redis.from_pool(pool)
     try:
         assert await client.ping()
@@ -339,6 +346,43 @@ async def test_a_demoted_master_answering_readonly_is_left_for_the_new_master(sh
         await client.set("after-failover", "stored")
         assert shared_set.client(shared_set.master_port).get("after-failover") == "stored"
         assert await client.get("after-failover") == b"stored"
+    finally:
+        await client.aclose()
+
+
+async def test_after_a_failover_pooled_connections_to_the_old_master_are_not_used(redis_set):
+    old = redis_set.client(redis_set.master_port)
+    new = redis_set.client(redis_set.replica_port)
+    options = {
+        **sentinel_options(redis_set.sentinels, master=MASTER),
+        "client_name": "failover-test",
+        # Ask the Sentinels before every use (by default at most once a second).
+        "master_check_seconds": 0,
+    }
+    client = aioredis.Redis.from_pool(bounded_pool(None, **options))
+    try:
+        # Pooled connections to the master, idle.
+        await asyncio.gather(*(client.set(f"before-{i}", "old") for i in range(3)))
+        assert names_on(old, "failover-test") >= 1
+
+        # The master is replaced while it is still up (still taking writes until the Sentinels
+        # turn it into a replica).
+        redis_set.client(redis_set.sentinel_ports[0]).sentinel_failover(MASTER)
+
+        def every_sentinel_names_the_replica() -> bool:
+            return all(
+                int(redis_set.client(port).sentinel_get_master_addr_by_name(MASTER)[1])
+                == redis_set.replica_port
+                for port in redis_set.sentinel_ports
+            )
+
+        redis_set._until(every_sentinel_names_the_replica, "every Sentinel naming the replica")
+
+        # No error, and every write on the new master; nothing of the pool left on the old one.
+        for i in range(5):
+            await client.set(f"after-{i}", "new")
+        assert [new.get(f"after-{i}") for i in range(5)] == ["new"] * 5
+        await eventually_named(old, "failover-test", 0)
     finally:
         await client.aclose()
 
