@@ -77,10 +77,12 @@ def _data_view(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpRespo
         try:
             return view(request, *args, **kwargs)
         except Http404:
+            metrics.refusal("not_found", "http")
             if wants_json(request):
                 return json_error(404, "not_found", "No such room.")
             raise
         except PermissionDenied as exc:
+            metrics.refusal("forbidden", "http")
             if wants_json(request):
                 return json_error(403, "forbidden", str(exc) or "Forbidden.")
             return HttpResponse(str(exc) or "Forbidden.", status=403, content_type="text/plain")

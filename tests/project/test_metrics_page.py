@@ -94,6 +94,7 @@ def test_entries_catch_ups_refusals_and_database_errors_show(
     assert client.post("/rooms/lobby/entries/", {"expression": "6*7"}).status_code == 201
     assert client.post("/rooms/lobby/entries/", {"expression": "1" * 501}).status_code == 400
     assert client.get("/rooms/lobby/entries/?after=0&format=json").json()["entries"]
+    assert client.get("/rooms/nowhere/entries/?format=json").status_code == 404
     monkeypatch.setattr(
         "rooms.selectors.room_access",
         lambda **kwargs: (_ for _ in ()).throw(OperationalError("server closed the connection")),
@@ -109,6 +110,7 @@ def test_entries_catch_ups_refusals_and_database_errors_show(
     assert change("calcrooms_entries_stored_total", transport="http") == 1
     assert change("calcrooms_refusals_total", code="too_long", transport="http") == 1
     assert change("calcrooms_catchup_fetches_total") == 1
+    assert change("calcrooms_refusals_total", code="not_found", transport="http") == 1
     assert change("calcrooms_catchup_entries_sum") == 1
     assert change("calcrooms_database_errors_total") == 1
 

@@ -126,9 +126,12 @@ def test_the_rate_limit_holds_for_a_script(lobby, bob, settings) -> None:
     settings.EXPRESSION_BUCKET_REFILL_PER_SECOND = 0.001
     for expression in ("1", "2"):
         call_command("room_post", "lobby", expression, "--as", "bob", stdout=io.StringIO())
+    labels = {"code": "rate_limited", "transport": "command"}
+    before = REGISTRY.get_sample_value("calcrooms_refusals_total", labels)
     with pytest.raises(CommandError, match=r"Refused \(rate_limited\)"):
         call_command("room_post", "lobby", "3", "--as", "bob", stdout=io.StringIO())
     assert Entry.objects.count() == 2
+    assert REGISTRY.get_sample_value("calcrooms_refusals_total", labels) - before == 1
 
 
 def test_from_a_shell_a_refusal_exits_non_zero_on_stderr(lobby, carol) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import User
+from realtime import metrics
 from rooms import services
 from rooms.models import Room
 from rooms.payloads import entry_as_dict
@@ -62,6 +63,7 @@ class Command(BaseCommand):
                 transport="command",
             )
         except services.Refused as refused:
+            metrics.refusal(refused.code, "command")
             if refused.code == "forbidden":
                 raise CommandError(
                     f"Refused (forbidden): {author.username} is not a member of {room.slug}."
