@@ -77,7 +77,9 @@ warnings.warn("an old way", UserWarning)
 
 
 def _run_with_settings(log_format: str | None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings"}
+    # A Redis URL (never connected to here): without one the settings warn before logging is set.
+    redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "REDIS_URL": redis_url}
     env.pop("LOG_FORMAT", None)
     if log_format:
         env["LOG_FORMAT"] = log_format
