@@ -41,6 +41,11 @@ async def presence_heartbeat(*, room_id: int, conn_id: str, username: str) -> Pr
     return await _announce(await get_presence_store().refresh(room_id, conn_id, username))
 
 
+async def presence_refresh_many(*, room_id: int, conns: list[tuple[str, str]]) -> PresenceState:
+    """The heartbeat of every connection of a room in this process, in one store call."""
+    return await _announce(await get_presence_store().refresh_many(room_id, conns))
+
+
 async def presence_check(*, room_id: int) -> PresenceState:
     """Read the room's state, announcing it if expired records or typing were purged."""
     return await _announce(await get_presence_store().state(room_id))

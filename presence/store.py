@@ -114,6 +114,11 @@ class PresenceStore(abc.ABC):
         """Heartbeat: extend this connection's record (re-creating it if it had expired)."""
 
     @abc.abstractmethod
+    async def refresh_many(self, room_id: int, conns: list[tuple[str, str]]) -> PresenceState:
+        """Heartbeat of many connections of one room at once (`(conn_id, username)` pairs): one
+        call per room per process instead of one per socket; like `refresh` for each."""
+
+    @abc.abstractmethod
     async def leave(self, room_id: int, conn_id: str) -> PresenceState:
         """Remove this connection's record at once."""
 
@@ -179,7 +184,10 @@ class MemoryPresenceStore(PresenceStore):
     # Each operation: snapshot what was stored (= what the previous call reported), purge,
     # apply, drop typing of people no longer online, snapshot again, compare.
     def _apply(
-        self, room_id: int, op: Callable[[_MemoryRoom, float], bool], keep: str | None = None
+        self,
+        room_id: int,
+        op: Callable[[_MemoryRoom, float], bool],
+        keep: str | set[str] | None = None,
     ) -> PresenceState:
         room_id = int(room_id)
         with self._lock:
@@ -189,8 +197,9 @@ class MemoryPresenceStore(PresenceStore):
             before_typing = set(room.typing) & before_online
 
             mutated = False
+            kept = keep if isinstance(keep, set) else {keep}
             for conn_id, (_, expires_at) in list(room.conns.items()):
-                if expires_at <= now and conn_id != keep:
+                if expires_at <= now and conn_id not in kept:
                     del room.conns[conn_id]
                     mutated = True
             for name, expires_at in list(room.typing.items()):
@@ -233,6 +242,17 @@ class MemoryPresenceStore(PresenceStore):
 
     async def refresh(self, room_id: int, conn_id: str, username: str) -> PresenceState:
         return self._apply(room_id, self._upsert(conn_id, username), keep=conn_id)
+
+    async def refresh_many(self, room_id: int, conns: list[tuple[str, str]]) -> PresenceState:
+        keep = {conn_id for conn_id, _ in conns}
+
+        def op(room: _MemoryRoom, now: float) -> bool:
+            mutated = False
+            for conn_id, username in conns:
+                mutated = self._upsert(conn_id, username)(room, now) or mutated
+            return mutated
+
+        return self._apply(room_id, op, keep=keep)
 
     async def leave(self, room_id: int, conn_id: str) -> PresenceState:
         def op(room: _MemoryRoom, now: float) -> bool:
@@ -385,6 +405,28 @@ def _lua(body: str) -> str:
 
 _LUA_UPSERT = _lua("upsert(ARGV[4], ARGV[5])\n")
 
+# ARGV[4], ARGV[5], ...: conn_id, username pairs.
+_LUA_REFRESH_MANY = _lua(
+    """
+local keep = {}
+for i = 4, #ARGV, 2 do keep[ARGV[i]] = true end
+for _, c in ipairs(redis.call('ZRANGEBYSCORE', conns, '-inf', now)) do
+  if not keep[c] then
+    redis.call('ZREM', conns, c)
+    redis.call('HDEL', users, c)
+    mutated = true
+  end
+end
+if redis.call('ZREMRANGEBYSCORE', typing, '-inf', now) > 0 then mutated = true end
+for i = 4, #ARGV, 2 do
+  local previous = redis.call('HGET', users, ARGV[i])
+  redis.call('ZADD', conns, now + ttl_ms, ARGV[i])
+  redis.call('HSET', users, ARGV[i], ARGV[i + 1])
+  if previous ~= ARGV[i + 1] then mutated = true end
+end
+"""
+)
+
 _LUA_LEAVE = _lua(
     """
 purge(nil)
@@ -473,6 +515,10 @@ class RedisPresenceStore(PresenceStore):
 
     async def refresh(self, room_id: int, conn_id: str, username: str) -> PresenceState:
         return await self._run(_LUA_UPSERT, room_id, conn_id, username)
+
+    async def refresh_many(self, room_id: int, conns: list[tuple[str, str]]) -> PresenceState:
+        args = [part for pair in conns for part in pair]
+        return await self._run(_LUA_REFRESH_MANY, room_id, *args)
 
     async def leave(self, room_id: int, conn_id: str) -> PresenceState:
         return await self._run(_LUA_LEAVE, room_id, conn_id)

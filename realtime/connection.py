@@ -15,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import uuid
+from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
@@ -23,13 +26,19 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import Error as DatabaseError
 from redis.exceptions import RedisError
 
+from realtime.hub import get_hub
+from realtime.outage import Outage
+
 logger = logging.getLogger(__name__)
 
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_SERVICE_RESTART = 1012  # the server restarts or a backend is down: clients reconnect
 END_STEP_TIMEOUT_SECONDS = 30.0  # one cleanup step (a group discard, a presence leave)
 RECANCEL_AFTER_SECONDS = 0.5  # a task still running this long after its cancel gets another
+OUTBOX_LIMIT = 256  # live events waiting for a socket's client to read; past it, entries drop
 _ENDING: set[asyncio.Future[None]] = set()  # cleanups under way (asyncio keeps weak references)
+_sockets_outage = Outage("opening and running sockets (closed with 1012, clients reconnect)")
+_PROCESS = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
 
 
 class OwnedTasks:
@@ -83,19 +92,35 @@ class OwnedTasks:
 
 
 class Connection(AsyncWebsocketConsumer):
-    """Base of the product's sockets: owned tasks, remembered groups, one ending.
+    """Base of the product's sockets: owned tasks, live topics, one ending.
 
-    Subclasses join groups with `join_group`, start work with `self.tasks.spawn`, send with
-    `send_frame`, and undo their own state in `on_end`, which runs exactly once.
+    Subclasses listen to topics with `listen` (the hub hands their events to `deliver`, which
+    queues them in the socket's outbox; one writer task per socket takes them out in order and
+    calls the handler named after the event's type), start work with `self.tasks.spawn`, send
+    with `send_frame`, and undo their own state in `on_end`, which runs exactly once.
+
+    The outbox is what keeps one slow reader from holding up a room: the hub never waits for a
+    socket. When a client reads so slowly that `OUTBOX_LIMIT` events wait for it, further entries
+    are dropped for it (`on_overflow`) and it is told the room's last seq once it has caught up,
+    so it fetches what it missed: a gap that heals, never a stall for everyone else.
+
+    No channel layer: everything a socket hears comes through the hub, so a socket does not
+    depend on a per-socket Redis receive. `channel_name` is still the connection's id.
     """
+
+    channel_layer_alias = "__no_channel_layer__"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tasks = OwnedTasks(type(self).__name__)
-        self.joined_groups: list[str] = []
+        self.topics: list[str] = []
         self.accepted = False
         self.closing = False
         self._ended = False
+        self._outbox: deque[dict[str, Any]] = deque()
+        self._wake = asyncio.Event()
+        self._behind = False  # events were dropped for this socket: tell it once it has caught up
+        self.channel_name = f"live.{_PROCESS}!{uuid.uuid4().hex}"
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
@@ -105,15 +130,19 @@ class Connection(AsyncWebsocketConsumer):
         finally:
             # Shielded: a connection cancelled (the server shutting down, a client that gave up
             # waiting) still completes its cleanup, each step bounded in time.
-            ending = asyncio.ensure_future(self._end())
-            _ENDING.add(ending)
-            ending.add_done_callback(_ENDING.discard)
-            await asyncio.shield(ending)
+            await asyncio.shield(self._end_soon())
+
+    def _end_soon(self) -> asyncio.Future[None]:
+        """Start the ending as a task of its own (kept until done: asyncio holds weak refs)."""
+        ending = asyncio.ensure_future(self._end())
+        _ENDING.add(ending)
+        ending.add_done_callback(_ENDING.discard)
+        return ending
 
     async def _fail(self, exc: Exception) -> None:
         """The connection cannot go on: say so in one line and close so the client comes back."""
         if isinstance(exc, RedisError | DatabaseError | OSError | TimeoutError):
-            logger.warning("closing a socket: a backend failed (%s: %s)", type(exc).__name__, exc)
+            _sockets_outage.failed(exc)  # one line per outage, not one per socket
             code = CLOSE_SERVICE_RESTART
         else:
             logger.exception("closing a socket: a handler failed")
@@ -128,10 +157,12 @@ class Connection(AsyncWebsocketConsumer):
             return
         self._ended = True
         self.closing = True
+        hub = get_hub()
+        for topic in self.topics:
+            await self.end_step(hub.unsubscribe(topic, self), topic)
+        self.topics.clear()
+        self._outbox.clear()
         await self.tasks.aclose()
-        for group in self.joined_groups:
-            await self.end_step(self.channel_layer.group_discard(group, self.channel_name), group)
-        self.joined_groups.clear()
         await self.end_step(self.on_end(), "on_end")
 
     async def end_step(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
@@ -146,22 +177,70 @@ class Connection(AsyncWebsocketConsumer):
     async def on_end(self) -> None:
         """Undo what the subclass set up (runs once, after its tasks ended and groups were left)."""
 
-    # --- Groups -----------------------------------------------------------------------------------
+    # --- Live topics --------------------------------------------------------------------------
 
-    async def join_group(self, group: str) -> None:
-        self.joined_groups.append(group)
-        await self.channel_layer.group_add(group, self.channel_name)
+    async def listen(self, topic: str) -> None:
+        """Hear every event published to `topic` from the moment this returns (events heard
+        before `accept` wait in the outbox)."""
+        self.topics.append(topic)
+        await get_hub().subscribe(topic, self)
 
-    async def refresh_groups(self) -> None:
-        """Re-add this channel to its groups (the layer forgets members after its group expiry)."""
-        for group in self.joined_groups:
-            await self.channel_layer.group_add(group, self.channel_name)
+    def deliver(self, event: dict[str, Any]) -> None:
+        """The hub hands an event over: queue it for this socket's writer (never waits)."""
+        if self.closing:
+            return
+        if len(self._outbox) >= OUTBOX_LIMIT and self.on_overflow(event):
+            self._behind = True
+            return
+        self._outbox.append(event)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def on_overflow(self, event: dict[str, Any]) -> bool:
+        """The outbox is full: True drops `event` (the subclass remembers what it lost)."""
+        return False
+
+    async def on_caught_up(self) -> None:
+        """The outbox is empty again after events were dropped (`on_overflow`)."""
+
+    def resumed(self) -> None:
+        """The hub was cut off from Redis and is back: events may have been missed."""
+        self.deliver({"type": "live.resumed"})
+
+    async def _write(self) -> None:
+        wake = self._wake
+        outbox = self._outbox
+        while not self.closing:
+            if not outbox:
+                if self._behind:
+                    self._behind = False
+                    await self.on_caught_up()
+                    continue
+                wake.clear()
+                await wake.wait()
+                continue
+            event = outbox.popleft()
+            try:
+                await self.dispatch(event)
+            except (RedisError, DatabaseError, OSError, TimeoutError) as exc:
+                logger.warning(
+                    "a live %s event failed on a socket: %s: %s",
+                    event.get("type"),
+                    type(exc).__name__,
+                    exc,
+                )
+            except Exception as exc:  # a handler bug: the socket cannot go on as it is
+                await self._fail(exc)
+                self._end_soon()  # not from this task: the ending cancels it
+                return
 
     # --- Lifecycle --------------------------------------------------------------------------------
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         await super().accept(subprotocol=subprotocol, headers=headers)
         self.accepted = True
+        self.tasks.spawn(self._write(), name="outbox")
+        _sockets_outage.recovered()
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         """Close (before `accept`: refuse the handshake). Nothing more is handled or sent."""

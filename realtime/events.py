@@ -1,9 +1,11 @@
 """The event bus inside the server: group names, typed events, and the one place that sends them.
 
-Channel-layer events are named `<entity>.<past verb>`; Channels maps `entry.created` to the
-consumer method `entry_created`. Services send them after their transaction commits, through
-`send_event_on_commit`: the channel layer is at-most-once, so a send that fails is logged and
-left to `sync` and catch-up to heal; it never turns work that was done into an error.
+Events are named `<entity>.<past verb>`; a socket maps `entry.created` to its method
+`entry_created`. They travel through the process's hub (`realtime.hub`: one subscription per
+topic per process, a local fan-out to its sockets); the group names below are its topics.
+Services send them after their transaction commits, through `send_event_on_commit`: delivery is
+at most once, so a send that fails is logged and left to `sync` and catch-up to heal; it never
+turns work that was done into an error.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from collections.abc import Callable
 from typing import Any, Literal, TypedDict
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import transaction
+
+from realtime.hub import get_hub, publish_failed
 
 logger = logging.getLogger(__name__)
 
@@ -108,35 +111,27 @@ def me_group(user_id: int) -> str:
 
 
 async def asend_event(group: str, event: Event) -> None:
-    """Send `event` to `group`; raises when the layer does (callers that may not fail catch)."""
-    layer = get_channel_layer()
-    if layer is not None:
-        await layer.group_send(group, dict(event))
+    """Send `event` to every socket listening to `group`, in every process (`realtime.hub`);
+    raises when Redis does (callers that may not fail catch)."""
+    await get_hub().publish(group, dict(event))
 
 
-def _send_logged(group: str, event: Event | Callable[[], Event]) -> None:
-    built = event() if callable(event) else event
+def _publish(events: list[tuple[str, Event]]) -> None:
+    """From synchronous code (a commit hook): hand the events to the server's event loop without
+    waiting for Redis, or, with no loop to hand them to (a command, a sync test), send them here."""
+    hub = get_hub()
+    batch = [(group, dict(event)) for group, event in events]
+    if not batch or hub.publish_soon(batch):
+        return
     try:
-        async_to_sync(asend_event)(group, built)
+        async_to_sync(hub.publish_many)(batch)
     except Exception as exc:
-        # Committed work stays done; the room heals through `sync` and catch-up.
-        logger.warning(
-            "could not send %s to %s: %s: %s", built["type"], group, type(exc).__name__, exc
-        )
+        publish_failed(batch, exc)
 
 
 def send_events_on_commit(build: Callable[[], list[tuple[str, Event]]]) -> None:
     """Send many events once the current transaction commits (`build` runs then, so it reads
-    what committed); each send that fails is logged and the others still go."""
-
-    async def send_all(events: list[tuple[str, Event]]) -> None:
-        for group, event in events:
-            try:
-                await asend_event(group, event)
-            except Exception as exc:
-                logger.warning(
-                    "could not send %s to %s: %s: %s", event["type"], group, type(exc).__name__, exc
-                )
+    what committed). A failure is logged (once per outage); committed work stays done."""
 
     def run() -> None:
         try:
@@ -144,7 +139,7 @@ def send_events_on_commit(build: Callable[[], list[tuple[str, Event]]]) -> None:
         except Exception as exc:  # building the events failed (the database went away)
             logger.warning("could not build events: %s: %s", type(exc).__name__, exc)
             return
-        async_to_sync(send_all)(events)
+        _publish(events)
 
     transaction.on_commit(run, robust=True)
 
@@ -154,4 +149,4 @@ def send_event_on_commit(group: str, event: Event | Callable[[], Event]) -> None
 
     `event` may be a function that builds it, so nothing is rendered for a rolled-back write.
     """
-    transaction.on_commit(lambda: _send_logged(group, event), robust=True)
+    send_events_on_commit(lambda: [(group, event() if callable(event) else event)])

@@ -41,6 +41,7 @@ class RoomTicker(Generic[Member]):
         self.work = work
         self.interval = interval
         self._rooms: dict[tuple[int, int], _LocalRoom[Member]] = {}
+        self._resync: set[tuple[int, int]] = set()
 
     def enter(self, room_id: int, member: Member) -> None:
         loop = asyncio.get_running_loop()
@@ -59,6 +60,18 @@ class RoomTicker(Generic[Member]):
         if not room.members:
             room.task.cancel()
             del self._rooms[key]
+
+    def resync(self, room_id: int) -> None:
+        """Ask the room's next tick to do its catching-up work now (`take_resync` says so)."""
+        self._resync.add((id(asyncio.get_running_loop()), room_id))
+
+    def take_resync(self, room_id: int) -> bool:
+        """Whether a resync of the room was asked for since the last tick (and forget it)."""
+        key = (id(asyncio.get_running_loop()), room_id)
+        if key in self._resync:
+            self._resync.discard(key)
+            return True
+        return False
 
     def members(self, room_id: int) -> set[Member]:
         """This loop's members of a room (a copy)."""

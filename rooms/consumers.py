@@ -10,7 +10,6 @@ frame (to the sender only), and a socket that keeps sending them is closed with 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -129,17 +128,20 @@ class RoomConsumer(_SeatedConnection):
         )
         self.in_presence = False
 
-        await self.join_group(room_group(room.id))
-        await self.join_group(user_group(user.id))
+        self.missed_seq = 0  # the newest entry dropped for this socket while it read too slowly
+
+        await self.listen(room_group(room.id))
+        await self.listen(user_group(user.id))
         room_ticker.enter(room.id, self)
         self.in_presence = True  # from here on, the end leaves presence (even half-joined)
         state = await presence.presence_join(
             room_id=room.id, conn_id=self.channel_name, username=self.username
         )
+        # Read after listening: an entry stored before this is in `sync`, one after it is heard.
+        last_seq = await database_sync_to_async(selectors.room_last_seq)(room_id=room.id)
         await self.accept(subprotocol=self.renderer.subprotocol)
         await self.feed.show(state)
-        await self.send_frame(self.renderer.sync(room.last_seq))
-        self.tasks.spawn(self._heartbeat(), name="heartbeat")
+        await self.send_frame(self.renderer.sync(last_seq))
 
     async def _refuse_handshake(self, reason: str, slug: str) -> None:
         logger.info("refused a socket on room %r: %s", slug, reason)
@@ -260,26 +262,23 @@ class RoomConsumer(_SeatedConnection):
             )
             await self.close(code=CLOSE_POLICY_VIOLATION)
 
-    # --- Periodic work of this connection ---------------------------------------------------------
+    # --- Live events (from the hub, in order, through the outbox) ---------------------------------
 
-    async def _heartbeat(self) -> None:
-        """Keep this connection's presence record and channel-layer groups fresh."""
-        while not self.tasks.closed:
-            await asyncio.sleep(settings.PRESENCE_HEARTBEAT_SECONDS)
-            try:
-                await presence.presence_heartbeat(
-                    room_id=self.room_id, conn_id=self.channel_name, username=self.username
-                )
-                await self.refresh_groups()
-                await get_socket_quota().claim(
-                    self.user.id, self.channel_name, cap=None, ttl=settings.PRESENCE_TTL_SECONDS
-                )
-            except Exception as exc:  # Redis blinked: try again next beat
-                logger.warning(
-                    "heartbeat failed in room %s: %s: %s", self.room_id, type(exc).__name__, exc
-                )
+    def on_overflow(self, event: dict[str, Any]) -> bool:
+        """This client reads too slowly: drop entries (it fetches them once told), keep the rest."""
+        if event.get("type") != "entry.created":
+            return False
+        self.missed_seq = max(self.missed_seq, int(event["entry"]["seq"]))
+        return True
 
-    # --- Channel-layer events ---------------------------------------------------------------------
+    async def on_caught_up(self) -> None:
+        seq, self.missed_seq = self.missed_seq, 0
+        if seq:
+            await self.send_frame(self.renderer.sync(seq))
+
+    async def live_resumed(self, event: dict[str, Any]) -> None:
+        """The process was cut off from Redis: the room's tick re-joins presence and says `sync`."""
+        room_ticker.resync(self.room_id)
 
     async def entry_created(self, event: EntryCreated) -> None:
         await self.send_frame(self.renderer.entry_event(event))
@@ -320,8 +319,8 @@ class RoomListConsumer(_SeatedConnection):
             await self.close()
             return
         self.seat = self._seat_for(user, self.scope.get("access_token"))
-        await self.join_group(user_group(user.id))
-        await self.join_group(me_group(user.id))
+        await self.listen(user_group(user.id))
+        await self.listen(me_group(user.id))
         await self.accept()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -337,20 +336,30 @@ class RoomListConsumer(_SeatedConnection):
     async def access_revoked(self, event: AccessRevoked) -> None:
         """A room's sockets close; the room list shows the change on its next load."""
 
+    async def live_resumed(self, event: dict[str, Any]) -> None:
+        """Counts missed meanwhile show on the next change or load."""
+
 
 # --- The room's work, once per room per process ---------------------------------------------------
 
 
 async def _room_tick(room_id: int, sockets: set[RoomConsumer], tick: int) -> None:
-    """Sweep the room's presence, close sockets that lost their place, and send `sync`.
+    """The room's heartbeat and upkeep, for all its sockets in this process at once.
 
-    The sweep announces the leaves of a dead process's expired records within the TTL plus one
-    tick. The re-check closes, within one tick, a socket whose session or membership is gone by
-    any path (the admin, a shell, a password change, a revocation event the layer dropped). Every
-    SYNC_INTERVAL_SECONDS each socket hears the room's last seq, so it notices a missed entry.
+    Every PRESENCE_HEARTBEAT_SECONDS: one presence refresh and one socket-claim renewal for every
+    local socket of the room (not one of each per socket). Every tick: the presence sweep, which
+    announces the leaves of a dead process's expired records within the TTL plus one tick, and the
+    re-check, which closes within one tick a socket whose session or membership is gone by any
+    path (the admin, a shell, a password change, a revocation event that was lost). Every
+    SYNC_INTERVAL_SECONDS, and at once after the process was cut off from Redis, each socket hears
+    the room's last seq, so it notices a missed entry.
     """
-    await presence.presence_check(room_id=room_id)
     sockets = {socket for socket in sockets if not socket.closing}
+    resync = room_ticker.take_resync(room_id)
+    if resync or tick % _every(settings.PRESENCE_HEARTBEAT_SECONDS) == 0:
+        await _heartbeat(room_id, sockets)
+    else:
+        await presence.presence_check(room_id=room_id)
     lost = await database_sync_to_async(selectors.seats_recheck)(
         room_id=room_id, seats={socket.seat for socket in sockets}
     )
@@ -359,15 +368,36 @@ async def _room_tick(room_id: int, sockets: set[RoomConsumer], tick: int) -> Non
         if why is not None:
             logger.info("closing %s's socket on room %s: %s", socket.username, room_id, why.value)
             await socket.close(code=CLOSE_CODES[why])
-    every = max(1, round(settings.SYNC_INTERVAL_SECONDS / _tick_seconds()))
-    if tick % every == 0:
+    if resync or tick % _every(settings.SYNC_INTERVAL_SECONDS) == 0:
         last_seq = await database_sync_to_async(selectors.room_last_seq)(room_id=room_id)
         for socket in sockets:
             await socket.send_frame(socket.renderer.sync(last_seq))
 
 
+async def _heartbeat(room_id: int, sockets: set[RoomConsumer]) -> None:
+    """Refresh the presence records and socket claims of the room's local sockets (after Redis
+    came back empty, this is what puts them back)."""
+    await presence.presence_refresh_many(
+        room_id=room_id, conns=[(socket.channel_name, socket.username) for socket in sockets]
+    )
+    claims: dict[int, list[str]] = {}
+    for socket in sockets:
+        if getattr(socket, "claimed", False):
+            claims.setdefault(socket.user.id, []).append(socket.channel_name)
+    await get_socket_quota().renew_many(claims, ttl=settings.PRESENCE_TTL_SECONDS)
+
+
+def _every(seconds: float) -> int:
+    """How many ticks make `seconds` (at least one)."""
+    return max(1, round(seconds / _tick_seconds()))
+
+
 def _tick_seconds() -> float:
-    return min(settings.ROOM_TICK_SECONDS, settings.SYNC_INTERVAL_SECONDS)
+    return min(
+        settings.ROOM_TICK_SECONDS,
+        settings.SYNC_INTERVAL_SECONDS,
+        settings.PRESENCE_HEARTBEAT_SECONDS,
+    )
 
 
 room_ticker: RoomTicker[RoomConsumer] = RoomTicker("rooms", _room_tick, interval=_tick_seconds)

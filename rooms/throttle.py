@@ -232,6 +232,11 @@ class SocketQuota(abc.ABC):
     async def release(self, user_id: int, conn_id: str) -> None:
         """Give the claim back (the socket closed)."""
 
+    @abc.abstractmethod
+    async def renew_many(self, claims: dict[int, list[str]], *, ttl: float) -> None:
+        """Renew the claims of many sockets at once (a room's sockets in this process, each
+        heartbeat): one call, not one per socket; no cap applies to a renewal."""
+
 
 class MemorySocketQuota(SocketQuota):
     def __init__(self, clock: Clock | None = None) -> None:
@@ -249,6 +254,11 @@ class MemorySocketQuota(SocketQuota):
             claims[conn_id] = now + ttl
             self._claims[user_id] = claims
             return True
+
+    async def renew_many(self, claims: dict[int, list[str]], *, ttl: float) -> None:
+        for user_id, conn_ids in claims.items():
+            for conn_id in conn_ids:
+                await self.claim(user_id, conn_id, cap=None, ttl=ttl)
 
     async def release(self, user_id: int, conn_id: str) -> None:
         with self._lock:
@@ -275,6 +285,25 @@ return 1
 """
 
 
+# KEYS: people's claims. ARGV: ttl ms, then for each key: the number of its conn_ids, and them.
+_LUA_RENEW_MANY = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+local i = 2
+for k = 1, #KEYS do
+  local n = tonumber(ARGV[i])
+  i = i + 1
+  for _ = 1, n do
+    redis.call('ZADD', KEYS[k], now + ttl, ARGV[i])
+    i = i + 1
+  end
+  redis.call('PEXPIRE', KEYS[k], ttl)
+end
+return 1
+"""
+
+
 class RedisSocketQuota(SocketQuota):
     def __init__(self, url: str, *, prefix: str, **redis_options: Any) -> None:
         self.prefix = prefix
@@ -294,6 +323,17 @@ class RedisSocketQuota(SocketQuota):
 
     async def release(self, user_id: int, conn_id: str) -> None:
         await self._redis.client().zrem(self.key(user_id), conn_id)
+
+    async def renew_many(self, claims: dict[int, list[str]], *, ttl: float) -> None:
+        claims = {user_id: conn_ids for user_id, conn_ids in claims.items() if conn_ids}
+        if not claims:
+            return
+        args: list[Any] = [max(1, round(ttl * 1000))]
+        for conn_ids in claims.values():
+            args.append(len(conn_ids))
+            args.extend(conn_ids)
+        client, script = self._redis.script(_LUA_RENEW_MANY)
+        await script(keys=[self.key(user_id) for user_id in claims], args=args, client=client)
 
 
 def get_socket_quota() -> SocketQuota:

@@ -48,6 +48,16 @@ def _fresh_channel_layer() -> Any:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_hub() -> Any:
+    """A live hub per test: it binds its subscription to the event loop that first used it."""
+    from realtime.hub import reset_hub
+
+    reset_hub()
+    yield
+    reset_hub()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_stores() -> Any:
     """Presence and throttles start empty in every test."""
     from presence.store import get_presence_store, reset_presence_store
@@ -98,10 +108,10 @@ def sent_events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, An
     capture_send_event_calls); a test that ignores the list has the layer "drop" them."""
     captured: list[tuple[str, dict[str, Any]]] = []
 
-    async def capture(group: str, event: Any) -> None:
-        captured.append((group, dict(event)))
+    def capture(events: list[tuple[str, Any]]) -> None:
+        captured.extend((group, dict(event)) for group, event in events)
 
-    monkeypatch.setattr("realtime.events.asend_event", capture)
+    monkeypatch.setattr("realtime.events._publish", capture)
     return captured
 
 

@@ -37,7 +37,7 @@ def test_dropped_broadcast_is_healed_through_sync(
     token = set_marker(page)
 
     with monkeypatch.context() as patch:
-        patch.setattr("realtime.events._send_logged", lambda group, event: None)  # dropped
+        patch.setattr("realtime.events._publish", lambda events: None)  # dropped
         in_thread(
             services.entry_submit_sync,
             room_id=lobby.id,

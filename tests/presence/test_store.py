@@ -99,6 +99,9 @@ class _MemoryProcess(PresenceStore):
     async def refresh(self, room_id: int, conn_id: str, username: str) -> PresenceState:
         return await self._call("refresh", room_id, conn_id, username)
 
+    async def refresh_many(self, room_id: int, conns: list[tuple[str, str]]) -> PresenceState:
+        return await self._call("refresh_many", room_id, conns)
+
     async def leave(self, room_id: int, conn_id: str) -> PresenceState:
         return await self._call("leave", room_id, conn_id)
 
@@ -299,6 +302,32 @@ async def test_heartbeat_of_unknown_connection_recreates_it(store: PresenceStore
 # --------------------------------------------------------------------------------------------
 # Expiry (a process killed with SIGKILL never says goodbye)
 # --------------------------------------------------------------------------------------------
+
+
+async def test_one_heartbeat_for_many_connections_refreshes_them_all(harness: Harness) -> None:
+    """A process refreshes every connection it holds in a room in one call: they all stay, the
+    ones it no longer holds expire, and a record Redis lost (a restart) comes back."""
+    survivor = harness.make(ttl=30, typing_ttl=5)
+    short = harness.another_process(survivor, ttl=1, typing_ttl=5)
+    await short.join(ROOM, "alice-1", "alice")
+    await short.join(ROOM, "bob-1", "bob")
+    await short.join(ROOM, "carol-1", "carol")
+
+    beat = await short.refresh_many(ROOM, [("alice-1", "alice"), ("bob-1", "bob")])
+    assert names(beat) == ["alice", "bob", "carol"]
+    assert not beat.changed
+    # carol's record is not refreshed and expires; the batch keeps alice and bob.
+    counts = await harness.until(
+        lambda: survivor.counts([ROOM]), lambda c: c == {ROOM: 0}, "the short records expiring"
+    )
+    assert counts == {ROOM: 0}
+    renewed = await survivor.refresh_many(
+        ROOM, [("alice-1", "alice"), ("bob-1", "bob"), ("dave-1", "dave")]
+    )
+    assert names(renewed) == ["alice", "bob", "dave"]  # carol purged, dave (re)created
+    assert renewed.changed
+    again = await survivor.refresh_many(ROOM, [("alice-1", "alice"), ("bob-1", "bob")])
+    assert names(again) == ["alice", "bob", "dave"] and not again.changed
 
 
 @pytest.mark.parametrize("purger", ["refresh", "state"])

@@ -6,11 +6,11 @@ import asyncio
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from presence.store import get_presence_store
 from realtime.events import room_group, user_group
+from realtime.hub import RedisHub, get_hub
 from rooms.consumers import room_ticker
 
 
@@ -29,11 +29,18 @@ async def presence_conns(room_id: int) -> list[str]:
 
 
 async def group_members(group: str) -> list[str]:
+    """What listens to a topic: this process's sockets (by connection id), and a mark per Redis
+    subscription to it (this process's, or a dead one's that Redis still holds)."""
+    hub = get_hub()
+    local = sorted(sink.channel_name for sink in hub._sinks.get(group, ()))
+    if not isinstance(hub, RedisHub):
+        return local
     client = redis_client()
     try:
-        return sorted(await client.zrange(get_channel_layer()._group_key(group), 0, -1))
+        [(_, subscribers)] = await client.pubsub_numsub(hub.channel(group))
     finally:
         await client.aclose()
+    return local + ["(redis subscription)"] * int(subscribers)
 
 
 def consumer_tasks() -> list[str]:

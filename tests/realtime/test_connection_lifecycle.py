@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from channels.layers import get_channel_layer
 from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from realtime import connection
+from realtime.hub import get_hub
+from realtime.outage import Outage
 from rooms.consumers import RoomConsumer
-from tests.realtime.leftovers import leftovers, nothing_left, presence_conns
+from tests.realtime.leftovers import leftovers, nothing_left
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not settings.REDIS_URL, reason="reads the layer's groups in Redis"),
+    pytest.mark.skipif(not settings.REDIS_URL, reason="reads subscriptions and presence in Redis"),
 ]
 
 
@@ -31,45 +33,33 @@ async def test_an_open_socket_holds_its_record_groups_tasks_and_tick(connect, lo
     await ws.receive_type("sync")
     found = await leftovers(lobby.id, [alice.id])
     assert len(found.presence) == 1
-    assert found.room_group == found.presence == found.user_groups[alice.id]
-    assert any(name.endswith(":heartbeat") for name in found.tasks)
+    subscription = ["(redis subscription)"]
+    assert found.room_group == found.presence + subscription
+    assert found.user_groups[alice.id] == found.presence + subscription
+    assert any(name.endswith(":outbox") for name in found.tasks)
     assert found.ticking
     await ws.close()
     assert (await nothing_left(lobby.id, [alice.id])).none
 
 
-async def test_a_layer_whose_receive_fails_leaves_nothing_behind(
-    connect, lobby, alice, fast_heartbeat, caplog
+async def test_a_socket_that_cannot_subscribe_closes_1012_and_leaves_nothing_behind(
+    connect, lobby, alice, fast_heartbeat, caplog, monkeypatch
 ):
-    layer = get_channel_layer()
-    real_receive = layer.receive
-    redis_gone = asyncio.Event()
+    hub = get_hub()
 
-    async def receive(channel: str) -> dict:
-        # Channels-redis re-raises into the consumer's receive loop when Redis goes away.
-        message = asyncio.ensure_future(real_receive(channel))
-        outage = asyncio.ensure_future(redis_gone.wait())
-        await asyncio.wait({message, outage}, return_when=asyncio.FIRST_COMPLETED)
-        if outage.done():
-            message.cancel()
-            raise RedisConnectionError("Error 111 connecting to Redis. Connection refused.")
-        outage.cancel()
-        return message.result()
+    async def refused(topic: str) -> None:
+        raise RedisConnectionError("Error 111 connecting to Redis. Connection refused.")
 
-    layer.receive = receive
+    monkeypatch.setattr(hub, "_subscribed", refused)
+    monkeypatch.setattr(connection, "_sockets_outage", Outage("sockets"))
     ws = await connect(alice, "lobby")
-    await ws.receive_type("sync")
-    assert len(await presence_conns(lobby.id)) == 1
-
-    redis_gone.set()
-    assert await ws.receive_close(timeout=5) == 1012  # the client reconnects and catches up
+    assert not ws.connected and ws.close_code == 1012  # refused: the client comes back
     found = await nothing_left(lobby.id, [alice.id])
     assert found.none, found
-    # Several heartbeats later, nothing has come back to life.
-    await asyncio.sleep(1)
+    await asyncio.sleep(1)  # several heartbeats later, nothing has come back to life
     assert (await leftovers(lobby.id, [alice.id])).none
     assert "Traceback" not in caplog.text
-    assert "channel layer" in caplog.text or "backend failed" in caplog.text
+    assert caplog.text.count("Connection refused") == 1
 
 
 async def test_a_handler_that_raises_leaves_nothing_behind(

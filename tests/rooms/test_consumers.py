@@ -264,9 +264,9 @@ async def test_database_outage_answers_unavailable_and_keeps_the_socket(
 
 
 async def test_an_unknown_server_event_is_ignored_not_fatal(connect, lobby, alice):
-    from channels.layers import get_channel_layer
+    from realtime.hub import get_hub
 
     ws = await connect(alice, "lobby")
-    await get_channel_layer().group_send(f"room.{lobby.id}", {"type": "mystery.event"})
+    await get_hub().publish(f"room.{lobby.id}", {"type": "mystery.event"})
     await ws.send({"type": "expression", "expression": "2+2"})
     assert (await ws.receive_type("entry"))["entry"]["result"] == "4"

@@ -35,7 +35,7 @@ def test_entry_is_broadcast_only_after_commit(
             room_id=lobby.id, author=alice, expression="6*7", client_id=None
         )
     assert sent == []  # nothing leaves before the transaction commits
-    assert len(callbacks) == 2  # the room's broadcast, then its members' room lists
+    assert len(callbacks) == 1  # one publish: the room's broadcast, then its members' lists
     callbacks[0]()
     (group, event) = sent[0]
     assert group == f"room.{lobby.id}"
