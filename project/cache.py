@@ -11,17 +11,22 @@ the asyncio pools). ``LOCATION`` is only a description; ``OPTIONS`` carry what
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Any
 
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
 from realtime.redis import (
     DEMOTED_MASTER_RETRIES,
+    MASTER_CHECK_SECONDS,
     SENTINEL_TIMEOUT_SECONDS,
     DemotedMasterError,
     parse_sentinels,
@@ -48,6 +53,30 @@ class _MasterConnection(SentinelManagedConnection):
             raise DemotedMasterError(f"{self.host}:{self.port} is no longer the master") from exc
 
 
+class _MasterPool(SentinelConnectionPool):
+    """Asks the Sentinels again at most every ``master_check_seconds`` before handing out a
+    pooled connection, and never hands out one to another address (as `realtime.redis`)."""
+
+    def __init__(self, *args: Any, master_check_seconds: float, **kwargs: Any) -> None:
+        self.master_check_seconds = master_check_seconds
+        self._master_checked_at = -float("inf")
+        super().__init__(*args, **kwargs)
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if time.monotonic() - self._master_checked_at >= self.master_check_seconds:
+            self._master_checked_at = time.monotonic()
+            # No Sentinel answers: keep to the master the connections know.
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+                self.get_master_address()  # closes the idle connections when it changed
+        connection = super().get_connection()
+        if self.master_address is not None and (connection.host, connection.port) != (
+            self.master_address
+        ):
+            connection.disconnect()
+            connection.connect()
+        return connection
+
+
 class SentinelRedisCacheClient(RedisCacheClient):
     def __init__(
         self,
@@ -56,9 +85,11 @@ class SentinelRedisCacheClient(RedisCacheClient):
         sentinels: Any,
         service_name: str,
         sentinel_password: str | None = None,
+        master_check_seconds: float = MASTER_CHECK_SECONDS,
         **options: Any,
     ) -> None:
         super().__init__(servers, **options)
+        self._master_check_seconds = master_check_seconds
         sentinel_kwargs: dict[str, Any] = {
             "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
             "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
@@ -84,7 +115,12 @@ class SentinelRedisCacheClient(RedisCacheClient):
                 ),
                 **self._pool_options,
             }
-            self._pool = SentinelConnectionPool(self._service_name, self._sentinel, **options)
+            self._pool = _MasterPool(
+                self._service_name,
+                self._sentinel,
+                master_check_seconds=self._master_check_seconds,
+                **options,
+            )
         return self._pool
 
 

@@ -360,10 +360,18 @@ async def test_after_a_failover_pooled_connections_to_the_old_master_are_not_use
         "master_check_seconds": 0,
     }
     client = aioredis.Redis.from_pool(bounded_pool(None, **options))
+    cache = SentinelRedisCache(
+        sentinel_url(options),
+        {
+            "OPTIONS": {**sentinel_options(redis_set.sentinels, master=MASTER), **options},
+            "KEY_PREFIX": "failover-cache",
+        },
+    )
     try:
         # Pooled connections to the master, idle.
         await asyncio.gather(*(client.set(f"before-{i}", "old") for i in range(3)))
-        assert names_on(old, "failover-test") >= 1
+        await asyncio.to_thread(cache.set, "attempts", 1)
+        assert names_on(old, "failover-test") >= 2
 
         # The master is replaced while it is still up (still taking writes until the Sentinels
         # turn it into a replica).
@@ -382,6 +390,9 @@ async def test_after_a_failover_pooled_connections_to_the_old_master_are_not_use
         for i in range(5):
             await client.set(f"after-{i}", "new")
         assert [new.get(f"after-{i}") for i in range(5)] == ["new"] * 5
+        await asyncio.to_thread(cache.set, "attempts", 2)
+        assert await asyncio.to_thread(cache.get, "attempts") == 2
+        assert len(new.keys("failover-cache*")) == 1
         await eventually_named(old, "failover-test", 0)
     finally:
         await client.aclose()
