@@ -7,7 +7,9 @@ for a connection instead and trims idle ones, and changes nothing else.
 
 Host options besides ``address``: ``max_connections``, ``max_idle`` and ``pool_timeout`` (seconds
 to wait for a free connection), plus any redis-py connection option (keep ``socket_timeout: None``:
-the layer's blocking receive waits on its connection for as long as it is idle).
+the layer's blocking receive waits on its connection for as long as it is idle). With the options
+of `realtime.redis.sentinel_options` (``sentinels``, ``service_name``...) the pool goes through
+those Sentinels to their master, and ``address`` is only a description.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ class BoundedRedisChannelLayer(RedisChannelLayer):
         return bounded_pool(address, **host)
 
     def open_connections(self) -> int:
-        """Redis connections this layer holds open now, over every event loop (for tests)."""
+        """Redis connections this layer holds open now, over every event loop (for tests); with
+        Sentinels, its connections to them too."""
         total = 0
         for loop_layer in self._layers.values():
             for client in loop_layer._connections.values():
