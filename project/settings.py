@@ -2,8 +2,8 @@
 
 Every knob is read here through the small typed helpers below, which fail loudly on a value they
 cannot parse. With nothing set, the app runs on a laptop: SQLite under var/, the in-memory channel
-layer and presence store (one process only). Set DATABASE_URL and REDIS_URL to run several processes
-on several hosts.
+layer and presence store (one process only). Set DATABASE_URL and REDIS_URL (or REDIS_SENTINELS) to
+run several processes on several hosts.
 """
 
 from __future__ import annotations
@@ -294,6 +294,8 @@ if not 0 < ROOM_TICK_SECONDS <= 5:
 TYPING_EXPIRY_SECONDS = env_float("TYPING_EXPIRY_SECONDS", 5)
 TYPING_MIN_INTERVAL_SECONDS = env_float("TYPING_MIN_INTERVAL_SECONDS", 1)
 SYNC_INTERVAL_SECONDS = env_float("SYNC_INTERVAL_SECONDS", 20)
+# A socket frame whose handling takes longer is counted (calcrooms_slow_handlers_total) and logged.
+SLOW_HANDLER_SECONDS = env_float("SLOW_HANDLER_SECONDS", 0.5)
 EXPRESSION_MAX_LENGTH = MAX_EXPRESSION_LENGTH  # the calculator's own bound: one number
 EXPRESSION_BUCKET_CAPACITY = env_int("EXPRESSION_BUCKET_CAPACITY", 10)
 EXPRESSION_BUCKET_REFILL_PER_SECOND = env_float("EXPRESSION_BUCKET_REFILL_PER_SECOND", 1)
