@@ -40,6 +40,7 @@ from realtime.redis import (
     BoundedSentinelPool,
     LoopLocalRedis,
     bounded_pool,
+    parse_sentinels,
     redis_pool_options,
     sentinel_options,
     sentinel_url,
@@ -225,6 +226,20 @@ def test_sentinels_alone_configure_redis_for_the_layer_and_the_cache():
     assert "'socket_timeout': None" in done.stdout  # the layer's idle receives still wait
     assert "project.cache.SentinelRedisCache" in done.stdout
     assert "serves ONE process only" not in done.stderr
+
+
+def test_sentinel_addresses_are_read_as_written():
+    written = " 10.0.0.1:26379 ,[::1]:26380,sentinel.example:26381,"
+    pairs = parse_sentinels(written)
+    assert pairs == [("10.0.0.1", 26379), ("::1", 26380), ("sentinel.example", 26381)]
+    options = sentinel_options(written, master="m", password="secret", db=3)
+    assert sentinel_url(options) == (
+        "redis+sentinel://10.0.0.1:26379,[::1]:26380,sentinel.example:26381/m/3"
+    )  # no password in it: the URL is printed in logs and tests
+    assert sentinel_options("") == {}
+    for wrong in ("10.0.0.1", "10.0.0.1:", "10.0.0.1:port", ":26379", "10.0.0.1:70000"):
+        with pytest.raises(ValueError, match="a Sentinel is host:port"):
+            parse_sentinels(wrong)
 
 
 def test_sentinels_and_a_redis_url_together_refuse_to_start():
