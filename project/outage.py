@@ -100,6 +100,9 @@ def _wants_json(request: HttpRequest) -> bool:
     from rooms.views import wants_json  # the app's one rule for who gets JSON
 
     try:
+        if request.headers.get("Authorization", "").startswith("Bearer "):
+            # A script with a token (maybe not looked up yet): JSON unless it asks for HTML.
+            return "text/html" not in request.headers.get("Accept", "")
         return wants_json(request) or request.path_info.endswith(".json")
     except Exception:  # a malformed Accept header must not turn a 503 into a 500
         return False

@@ -8,15 +8,19 @@ would. `close()` stops it and removes its directory.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests import services
-from tests.live import ROOT, free_port
+from tests.live import ROOT, ServerProcess, free_port
 
 
 class PgCluster:
@@ -82,13 +86,67 @@ class PgCluster:
         shutil.rmtree(self.data, ignore_errors=True)
 
 
+_SETUP = """
+import json
+from django.test import Client
+from accounts.models import User
+from accounts.tokens import token_create
+out = {}
+for name in ("alice", "bob"):
+    client = Client()
+    client.force_login(User.objects.get(username=name))
+    out[name] = client.cookies["sessionid"].value
+out["token"] = token_create(owner=User.objects.get(username="bob"), name="outage", scope="write")[1]
+print("SETUP" + json.dumps(out))
+"""
+
+
+@dataclass
+class Site:
+    """A uvicorn process on a PostgreSQL of its own, with the demo data, alice's and bob's
+    session cookies and a write token of bob's."""
+
+    cluster: PgCluster
+    server: ServerProcess
+    cookies: dict[str, str]
+    token: str
+
+    def log_offset(self) -> int:
+        return self.server.log_path.stat().st_size
+
+    def log_since(self, offset: int) -> str:
+        return self.server.log_path.read_bytes()[offset:].decode(errors="replace")
+
+
+@contextlib.contextmanager
+def site_on_own_postgres(env: dict[str, str] | None = None) -> Iterator[Site]:
+    """A fresh cluster, migrated, with the demo data, and a server process on it."""
+    cluster = PgCluster()
+    server: ServerProcess | None = None
+    try:
+        cluster.start()
+        cluster.create_database()
+        url = cluster.url()
+        manage(url, "migrate", "--noinput")
+        manage(url, "load_demo", "--force")
+        made = json.loads(manage(url, "shell", stdin=_SETUP).split("SETUP", 1)[1])
+        server = ServerProcess(env={"DATABASE_URL": url, **(env or {})}).start()
+        yield Site(cluster, server, {n: made[n] for n in ("alice", "bob")}, made["token"])
+    finally:
+        if server is not None:
+            server.stop()
+        cluster.close()
+
+
 def manage(database_url: str, *args: str, stdin: str | None = None) -> str:
     """`manage.py <args>` against `database_url`; its stdout."""
+    from django.conf import settings  # the key the test's server signs its cookies with
+
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
         "DJANGO_DEBUG": "0",
-        "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY", "calcrooms-test-secret-key"),
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
     }
     done = subprocess.run(
         [sys.executable, "manage.py", *args],

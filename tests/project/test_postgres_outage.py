@@ -18,7 +18,6 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from email.message import Message
 from typing import Any
 
@@ -27,56 +26,15 @@ from django.conf import settings
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Origin, Subprotocol
 
-from tests.live import ServerProcess
-from tests.pg_cluster import PgCluster, manage
+from tests.pg_cluster import Site, site_on_own_postgres
 
-SETUP = """
-from django.test import Client
-from accounts.models import User
-from accounts.tokens import token_create
-out = {}
-for name in ("alice", "bob"):
-    client = Client()
-    client.force_login(User.objects.get(username=name))
-    out[name] = client.cookies["sessionid"].value
-out["token"] = token_create(owner=User.objects.get(username="bob"), name="outage", scope="write")[1]
-print("SETUP" + __import__("json").dumps(out))
-"""
 WITHIN = 60  # generous deadline for anything that has to happen "soon"
-
-
-@dataclass
-class Site:
-    cluster: PgCluster
-    server: ServerProcess
-    cookies: dict[str, str]
-    token: str
-
-    def log_offset(self) -> int:
-        return self.server.log_path.stat().st_size
-
-    def log_since(self, offset: int) -> str:
-        return self.server.log_path.read_bytes()[offset:].decode(errors="replace")
 
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[Site]:
-    cluster = PgCluster()
-    server: ServerProcess | None = None
-    try:
-        cluster.start()
-        cluster.create_database()
-        url = cluster.url()
-        manage(url, "migrate", "--noinput")
-        manage(url, "load_demo", "--force")
-        out = manage(url, "shell", stdin=SETUP)
-        made = json.loads(out.split("SETUP", 1)[1])
-        server = ServerProcess(env={"DATABASE_URL": url}).start()
-        yield Site(cluster, server, {n: made[n] for n in ("alice", "bob")}, made["token"])
-    finally:
-        if server is not None:
-            server.stop()
-        cluster.close()
+    with site_on_own_postgres() as made:
+        yield made
 
 
 def http(
@@ -169,6 +127,8 @@ def test_every_route_answers_503_while_postgresql_is_down_and_serves_at_once_aft
             assert "Unavailable for a moment" in body, what
             assert 'id="unavailable"' in body, what
     print(f"\n{mode} stop: {seen}")
+    status, _, body = http(site, "/healthz", user=None)  # says itself what is down
+    assert status == 503 and json.loads(body)["database"].startswith("error"), body
 
     site.cluster.start()
     waited, statuses = first_success(site)
