@@ -26,8 +26,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import Error as DatabaseError
 from redis.exceptions import RedisError
 
+from realtime import outage
 from realtime.hub import get_hub
-from realtime.outage import Outage
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ END_STEP_TIMEOUT_SECONDS = 30.0  # one cleanup step (a group discard, a presence
 RECANCEL_AFTER_SECONDS = 0.5  # a task still running this long after its cancel gets another
 OUTBOX_LIMIT = 256  # live events waiting for a socket's client to read; past it, entries drop
 _ENDING: set[asyncio.Future[None]] = set()  # cleanups under way (asyncio keeps weak references)
-_sockets_outage = Outage("opening and running sockets (closed with 1012, clients reconnect)")
 _PROCESS = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
 
 
@@ -119,6 +118,7 @@ class Connection(AsyncWebsocketConsumer):
         self._ended = False
         self._outbox: deque[dict[str, Any]] = deque()
         self._wake = asyncio.Event()
+        self.close_code: int | None = None  # as the client's disconnect reported it
         self._behind = False  # events were dropped for this socket: tell it once it has caught up
         self.channel_name = f"live.{_PROCESS}!{uuid.uuid4().hex}"
 
@@ -142,7 +142,7 @@ class Connection(AsyncWebsocketConsumer):
     async def _fail(self, exc: Exception) -> None:
         """The connection cannot go on: say so in one line and close so the client comes back."""
         if isinstance(exc, RedisError | DatabaseError | OSError | TimeoutError):
-            _sockets_outage.failed(exc)  # one line per outage, not one per socket
+            outage.failed(exc)  # one line per outage, not one per socket
             code = CLOSE_SERVICE_RESTART
         else:
             logger.exception("closing a socket: a handler failed")
@@ -240,7 +240,8 @@ class Connection(AsyncWebsocketConsumer):
         await super().accept(subprotocol=subprotocol, headers=headers)
         self.accepted = True
         self.tasks.spawn(self._write(), name="outbox")
-        _sockets_outage.recovered()
+        outage.REDIS.recovered()  # a socket opened: presence and the hub answered
+        outage.DATABASE.recovered()
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         """Close (before `accept`: refuse the handshake). Nothing more is handled or sent."""
@@ -250,6 +251,7 @@ class Connection(AsyncWebsocketConsumer):
         await super().close(code=code, reason=reason)
 
     async def disconnect(self, code: int) -> None:
+        self.close_code = code
         await self._end()
 
     async def dispatch(self, message: dict[str, Any]) -> None:

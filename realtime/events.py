@@ -11,6 +11,7 @@ turns work that was done into an error.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Literal, TypedDict
 
@@ -120,13 +121,22 @@ def _publish(events: list[tuple[str, Event]]) -> None:
     """From synchronous code (a commit hook): hand the events to the server's event loop without
     waiting for Redis, or, with no loop to hand them to (a command, a sync test), send them here."""
     hub = get_hub()
-    batch = [(group, dict(event)) for group, event in events]
+    committed = time.time()
+    batch = [(group, _stamped(event, committed)) for group, event in events]
     if not batch or hub.publish_soon(batch):
         return
     try:
         async_to_sync(hub.publish_many)(batch)
     except Exception as exc:
         publish_failed(batch, exc)
+
+
+def _stamped(event: Event, committed: float) -> dict[str, Any]:
+    """An entry's event carries when it committed, for the fan-out time (`realtime.metrics`)."""
+    stamped = dict(event)
+    if stamped["type"] == "entry.created":
+        stamped["committed_at"] = committed
+    return stamped
 
 
 def send_events_on_commit(build: Callable[[], list[tuple[str, Event]]]) -> None:

@@ -27,12 +27,13 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from realtime.outage import Outage
+from realtime import metrics, outage
 from realtime.redis import LoopLocalRedis, bounded_pool
 
 logger = logging.getLogger(__name__)
@@ -148,6 +149,13 @@ class Hub:
                 sink.deliver(event)
             except Exception:
                 logger.exception("a socket failed to take a %s event", event.get("type"))
+        committed = event.get("committed_at")
+        if event.get("type") == "entry.created":
+            metrics.frame_out("entry", len(sinks))
+        if committed is not None and self._loop is not None:
+            # Runs once the writers this woke have taken their turn (they were scheduled first):
+            # the time from commit to the last local socket's send.
+            self._loop.call_soon(_observe_fanout, committed)
         return len(sinks)
 
     def _resume_all(self) -> None:
@@ -175,13 +183,10 @@ class Hub:
         self._sinks = {}
 
 
-_publish_outage = Outage("publishing live events")
-
-
 def publish_failed(events: list[tuple[str, dict[str, Any]]], exc: BaseException) -> None:
     """One line per outage: committed work stays done; `sync` and catch-up heal the rooms."""
     kinds = sorted({event.get("type", "?") for _, event in events})
-    _publish_outage.failed(exc, detail=f"{len(events)} event(s): {', '.join(kinds)}")
+    outage.REDIS.failed(exc, detail=f"publishing {len(events)} event(s): {', '.join(kinds)}")
 
 
 class LocalHub(Hub):
@@ -232,7 +237,6 @@ class RedisHub(Hub):
         self._reader: asyncio.Task[None] | None = None
         self._pubsub: Any = None  # the reader's, while it is connected
         self._confirms: dict[str, asyncio.Future[None]] = {}
-        self._outage = Outage("the live subscription to Redis")
 
     def channel(self, topic: str) -> str:
         return self.prefix + topic
@@ -264,7 +268,7 @@ class RedisHub(Hub):
                 for topic, event in batch:
                     pipe.publish(self.channel(topic), json.dumps(event))
                 await pipe.execute()
-        _publish_outage.recovered()
+        outage.REDIS.recovered()
 
     def _confirm(self, topic: str) -> asyncio.Future[None]:
         future = self._confirms.get(topic)
@@ -279,7 +283,7 @@ class RedisHub(Hub):
             try:
                 await pubsub.subscribe(self.channel(topic))
             except (RedisError, OSError) as exc:
-                self._outage.failed(exc)  # the reader reconnects and subscribes it then
+                outage.REDIS.failed(exc)  # the reader reconnects and subscribes it then
         try:
             await asyncio.wait_for(asyncio.shield(future), SUBSCRIBE_TIMEOUT_SECONDS)
         except TimeoutError:
@@ -295,6 +299,7 @@ class RedisHub(Hub):
 
     async def _read(self) -> None:
         pause = RETRY_MIN_SECONDS
+        cut_off = False  # this subscription was lost: its sockets may have missed events
         while True:
             client: Any = None
             try:
@@ -309,10 +314,8 @@ class RedisHub(Hub):
                 topics = self.topics()
                 if topics:
                     await pubsub.subscribe(*(self.channel(t) for t in topics))
-                else:
-                    await pubsub.get_message(timeout=0)
                 pause = RETRY_MIN_SECONDS
-                resumed = self._outage.recovered()
+                outage.REDIS.recovered()
                 first = True
                 while True:
                     message = await pubsub.get_message(timeout=READ_TIMEOUT_SECONDS)
@@ -321,14 +324,17 @@ class RedisHub(Hub):
                         message = await pubsub.get_message(timeout=0)
                     if first:
                         first = False
-                        if resumed:
+                        if cut_off:  # subscribed again (the confirmations were just read)
+                            cut_off = False
                             self._resume_all()
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, TimeoutError) as exc:
-                self._outage.failed(exc)
+                outage.REDIS.failed(exc)
+                cut_off = True
             except Exception:
                 logger.exception("the live subscription failed")
+                cut_off = True
             finally:
                 self._pubsub = None
                 if client is not None:
@@ -366,6 +372,10 @@ class RedisHub(Hub):
             await _quietly(self._reader)
             self._reader = None
         await self._publisher.aclose()
+
+
+def _observe_fanout(committed: float) -> None:
+    metrics.fanout_observed(max(0.0, time.time() - committed))
 
 
 async def _quietly(awaitable: Any) -> None:

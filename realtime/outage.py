@@ -4,6 +4,10 @@ A Redis outage touches every socket of every room at once; logging each failure 
 one line an operator needs under thousands. An `Outage` remembers that its part is down: the first
 failure is a warning naming the error, later ones only count, and the first success after them
 is one line saying how long it lasted and how many operations failed meanwhile.
+
+The process has one `Outage` per backend: `REDIS` and `DATABASE`. Everything that touches one
+reports to it (`failed(exc)` picks the backend from the error), so an outage is one line whether
+the live subscription, a room's tick, a frame or a publish noticed it first.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+
+from realtime import metrics
 
 logger = logging.getLogger("realtime.outage")
 
@@ -28,6 +34,7 @@ class Outage:
 
     def failed(self, exc: BaseException, *, detail: str = "") -> bool:
         """Record a failure; True (and one warning) when it starts an outage."""
+        _count(exc)
         with self._lock:
             self.failures += 1
             if self.down_since is not None:
@@ -61,3 +68,37 @@ class Outage:
             extra={"event": "backend.up", "backend": self.what},
         )
         return True
+
+
+def _count(exc: BaseException) -> None:
+    """Count the failure by the part that failed (the module of its exception's class)."""
+    module = type(exc).__module__
+    if module.startswith("redis"):
+        metrics.redis_error()
+    elif module.startswith(("django.db", "psycopg")):
+        metrics.database_error()
+
+
+REDIS = Outage("Redis")
+DATABASE = Outage("the database")
+
+
+def backend_of(exc: BaseException) -> Outage | None:
+    """The backend an error comes from (None: not a backend's error, a bug)."""
+    module = type(exc).__module__
+    if module.startswith("redis"):
+        return REDIS
+    if module.startswith(("django.db", "psycopg")):
+        return DATABASE
+    if isinstance(exc, OSError | TimeoutError):  # a socket to one of them: Redis is the usual one
+        return REDIS
+    return None
+
+
+def failed(exc: BaseException) -> bool:
+    """Report a backend's failure to its outage; False when `exc` is no backend's error."""
+    outage = backend_of(exc)
+    if outage is None:
+        return False
+    outage.failed(exc)
+    return True

@@ -13,7 +13,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from realtime import outage
+
 logger = logging.getLogger(__name__)
+
 
 Member = TypeVar("Member")
 TickWork = Callable[[int, set[Member], int], Awaitable[None]]
@@ -97,5 +100,10 @@ class RoomTicker(Generic[Member]):
                 continue
             try:
                 await self.work(room.room_id, set(room.members), tick)
-            except Exception:  # Redis or the database blinked: try again next tick
-                logger.exception("%s: tick of room %s failed", self.name, room.room_id)
+            except Exception as exc:
+                # Redis or the database blinked (one line per outage): try again next tick.
+                if not outage.failed(exc):
+                    logger.exception("%s: tick of room %s failed", self.name, room.room_id)
+            else:
+                outage.REDIS.recovered()
+                outage.DATABASE.recovered()

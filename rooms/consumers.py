@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -20,6 +21,8 @@ from django.conf import settings
 from accounts.tokens import TokenGrant
 from presence import services as presence
 from presence.live import PresenceFeed, Typing
+from presence.store import PresenceState
+from realtime import metrics, outage
 from realtime.connection import Connection
 from realtime.events import (
     AccessRevoked,
@@ -142,9 +145,40 @@ class RoomConsumer(_SeatedConnection):
         await self.accept(subprotocol=self.renderer.subprotocol)
         await self.feed.show(state)
         await self.send_frame(self.renderer.sync(last_seq))
+        self.opened = True
+        metrics.socket_opened(len(room_ticker.members(room.id)))
+        metrics.frame_out("presence")
+        metrics.frame_out("sync")
+        logger.info(
+            "socket connected to room %s by %s",
+            room.slug,
+            self.username,
+            extra=self._log_fields("socket.connected"),
+        )
+
+    def _log_fields(self, event: str, **more: Any) -> dict[str, Any]:
+        return {
+            "event": event,
+            "room": self.room_slug,
+            "user": self.username,
+            "conn": self.channel_name,
+            **more,
+        }
 
     async def _refuse_handshake(self, reason: str, slug: str) -> None:
-        logger.info("refused a socket on room %r: %s", slug, reason)
+        user = self.scope.get("user")
+        logger.info(
+            "refused a socket on room %r: %s",
+            slug,
+            reason,
+            extra={
+                "event": "socket.refused",
+                "room": slug,
+                "user": getattr(user, "username", None) or None,
+                "conn": self.channel_name,
+            },
+        )
+        metrics.refusal(403)
         await self.close()  # before accept: the handshake is refused with HTTP 403
 
     async def on_end(self) -> None:
@@ -155,6 +189,15 @@ class RoomConsumer(_SeatedConnection):
         if not getattr(self, "in_presence", False):
             return
         room_ticker.exit(self.room_id, self)
+        if getattr(self, "opened", False):
+            metrics.socket_closed(len(room_ticker.members(self.room_id)))
+            logger.info(
+                "socket closed on room %s by %s (%s)",
+                self.room_slug,
+                self.username,
+                self.close_code,
+                extra=self._log_fields("socket.closed", code=self.close_code),
+            )
         if self.typing.active:
             # The tab that was typing is gone: stop showing it now, even if the person stays
             # online in another tab (which re-announces typing if it is typing).
@@ -184,6 +227,8 @@ class RoomConsumer(_SeatedConnection):
         kind = frame.get("type", "expression" if "expression" in frame else None)
         client_id = frame.get("client_id")
         client_id = client_id if isinstance(client_id, str) and len(client_id) <= 64 else None
+        metrics.frame_in(kind if isinstance(kind, str) else "other")
+        started = time.monotonic()
         try:
             if kind == "expression":
                 await self._on_expression(frame, client_id)
@@ -196,9 +241,20 @@ class RoomConsumer(_SeatedConnection):
             else:
                 await self._refuse("invalid_frame", "Unknown frame type.", client_id)
         except Exception as exc:
-            logger.warning("frame failed in room %s: %s: %s", self.room_id, type(exc).__name__, exc)
+            if not outage.failed(exc):  # a backend's: one line per outage, not one per frame
+                logger.exception("a %s frame failed in room %s", kind, self.room_id)
             await self._send_error(
                 "unavailable", "The server could not handle that just now; try again.", client_id
+            )
+        took = time.monotonic() - started
+        if took > settings.SLOW_HANDLER_SECONDS:
+            metrics.slow_handler(f"frame.{kind}" if kind in _FRAME_KINDS else "frame.other")
+            logger.info(
+                "a %s frame took %.0f ms in room %s",
+                kind,
+                took * 1000,
+                self.room_slug,
+                extra=self._log_fields("socket.slow_frame", ms=round(took * 1000)),
             )
 
     async def _on_expression(self, frame: dict[str, Any], client_id: str | None) -> None:
@@ -258,8 +314,12 @@ class RoomConsumer(_SeatedConnection):
         await self._send_error(code, message, client_id)
         if not await take_abuse_token(user_id=self.user.id):
             logger.info(
-                "closing %s's socket in room %s: repeated abuse", self.username, self.room_id
+                "closing %s's socket in room %s: repeated abuse",
+                self.username,
+                self.room_id,
+                extra=self._log_fields("socket.closing", code=CLOSE_POLICY_VIOLATION),
             )
+            metrics.refusal(CLOSE_POLICY_VIOLATION)
             await self.close(code=CLOSE_POLICY_VIOLATION)
 
     # --- Live events (from the hub, in order, through the outbox) ---------------------------------
@@ -300,9 +360,12 @@ class RoomConsumer(_SeatedConnection):
     # --- Sending ----------------------------------------------------------------------------------
 
     async def _send_presence(self, version: int, online: list[dict[str, Any]]) -> None:
+        metrics.frame_out("presence")
         await self.send_frame(self.renderer.presence(version, online))
 
     async def _send_error(self, code: str, message: str, client_id: str | None) -> None:
+        metrics.refusal(code)
+        metrics.frame_out("error")
         await self.send_frame(self.renderer.error(code, message, client_id))
 
 
@@ -327,6 +390,7 @@ class RoomListConsumer(_SeatedConnection):
         """Nothing to say to this socket: frames from the client are ignored."""
 
     async def unread_changed(self, event: UnreadChanged) -> None:
+        metrics.frame_out("unread")
         await self.send_frame(
             json_frame(
                 "unread", room=event["room"], unread=event["unread"], activity=event["activity"]
@@ -356,28 +420,46 @@ async def _room_tick(room_id: int, sockets: set[RoomConsumer], tick: int) -> Non
     """
     sockets = {socket for socket in sockets if not socket.closing}
     resync = room_ticker.take_resync(room_id)
+    before = _online.get(room_id)
     if resync or tick % _every(settings.PRESENCE_HEARTBEAT_SECONDS) == 0:
-        await _heartbeat(room_id, sockets)
+        state = await _heartbeat(room_id, sockets)
     else:
-        await presence.presence_check(room_id=room_id)
+        state = await presence.presence_check(room_id=room_id)
+    after = {o.username for o in state.online}
+    _online[room_id] = after
+    if before is not None and state.changed and before - after:
+        # Gone without a leave from any socket here: their records expired (a dead process).
+        metrics.presence_expired(len(before - after))
     lost = await database_sync_to_async(selectors.seats_recheck)(
         room_id=room_id, seats={socket.seat for socket in sockets}
     )
     for socket in sockets:
         why = lost.get(socket.seat)
         if why is not None:
-            logger.info("closing %s's socket on room %s: %s", socket.username, room_id, why.value)
-            await socket.close(code=CLOSE_CODES[why])
+            code = CLOSE_CODES[why]
+            logger.info(
+                "closing %s's socket on room %s: %s",
+                socket.username,
+                room_id,
+                why.value,
+                extra=socket._log_fields("socket.closing", code=code, reason=why.value),
+            )
+            metrics.refusal(code)
+            await socket.close(code=code)
     if resync or tick % _every(settings.SYNC_INTERVAL_SECONDS) == 0:
         last_seq = await database_sync_to_async(selectors.room_last_seq)(room_id=room_id)
         for socket in sockets:
             await socket.send_frame(socket.renderer.sync(last_seq))
+        metrics.frame_out("sync", len(sockets))
 
 
-async def _heartbeat(room_id: int, sockets: set[RoomConsumer]) -> None:
+_online: dict[int, set[str]] = {}  # who each ticking room showed online at its last tick
+
+
+async def _heartbeat(room_id: int, sockets: set[RoomConsumer]) -> PresenceState:
     """Refresh the presence records and socket claims of the room's local sockets (after Redis
     came back empty, this is what puts them back)."""
-    await presence.presence_refresh_many(
+    state = await presence.presence_refresh_many(
         room_id=room_id, conns=[(socket.channel_name, socket.username) for socket in sockets]
     )
     claims: dict[int, list[str]] = {}
@@ -385,6 +467,10 @@ async def _heartbeat(room_id: int, sockets: set[RoomConsumer]) -> None:
         if getattr(socket, "claimed", False):
             claims.setdefault(socket.user.id, []).append(socket.channel_name)
     await get_socket_quota().renew_many(claims, ttl=settings.PRESENCE_TTL_SECONDS)
+    return state
+
+
+_FRAME_KINDS = ("expression", "typing", "typing.stop", "read")
 
 
 def _every(seconds: float) -> int:

@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from realtime import connection
+from realtime import outage
 from realtime.hub import get_hub
 from realtime.outage import Outage
 from rooms.consumers import RoomConsumer
@@ -51,7 +51,7 @@ async def test_a_socket_that_cannot_subscribe_closes_1012_and_leaves_nothing_beh
         raise RedisConnectionError("Error 111 connecting to Redis. Connection refused.")
 
     monkeypatch.setattr(hub, "_subscribed", refused)
-    monkeypatch.setattr(connection, "_sockets_outage", Outage("sockets"))
+    monkeypatch.setattr(outage, "REDIS", Outage("Redis"))
     ws = await connect(alice, "lobby")
     assert not ws.connected and ws.close_code == 1012  # refused: the client comes back
     found = await nothing_left(lobby.id, [alice.id])

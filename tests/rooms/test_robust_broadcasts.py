@@ -15,7 +15,7 @@ from django.contrib.sessions.models import Session
 from django.test import Client
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from realtime import hub as hub_module
+from realtime import outage
 from realtime.hub import get_hub
 from realtime.outage import Outage
 from rooms.models import Entry, Membership, Room
@@ -36,7 +36,7 @@ def layer_refuses(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixt
         raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
     monkeypatch.setattr(hub, "publish_many", publish_many)
-    monkeypatch.setattr(hub_module, "_publish_outage", Outage("publishing live events"))
+    monkeypatch.setattr(outage, "REDIS", Outage("Redis"))
     caplog.set_level(logging.WARNING, logger="realtime.outage")
     return caplog
 
