@@ -6,7 +6,8 @@ certificate, in front of two uvicorn processes that share PostgreSQL and Redis a
 static files. Two people's pages open the room through nginx only. Shown: their sockets land on
 different processes (nginx's access log names the process each socket was served by), each sees
 the other's entries, presence and typing, the static files come from nginx, and the app takes
-the scheme from X-Forwarded-Proto (HSTS) and plain http is sent to https.
+the scheme from X-Forwarded-Proto (HSTS), /metrics is not public, and plain http is sent to
+https.
 """
 
 from __future__ import annotations
@@ -210,6 +211,9 @@ def test_static_files_come_from_nginx_and_the_app_trusts_its_headers(
     status, headers, _ = fetch(f"{servers[0].url}/accounts/login/")  # plain http, no proxy
     assert status == 200
     assert headers["Strict-Transport-Security"] is None
+
+    # The metrics are scraped from each process, never through the public site.
+    assert fetch(f"{proxy.url}/metrics")[0] == 403
 
     # Plain http only sends people to https.
     status, headers, _ = fetch(f"http://127.0.0.1:{proxy.http_port}/rooms/lobby/")
