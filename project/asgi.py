@@ -19,6 +19,7 @@ from django.conf import settings  # noqa: E402
 from accounts.tokens import BearerTokenSocketMiddleware  # noqa: E402
 from project.hygiene import RefuseUnrouted, StaticFiles  # noqa: E402
 from project.origins import OriginCheck  # noqa: E402
+from project.outage import SocketOutage  # noqa: E402
 from rooms.routing import websocket_urlpatterns  # noqa: E402
 
 http_app = StaticFiles(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
@@ -31,9 +32,13 @@ application = ProtocolTypeRouter(
         # A handshake with `Authorization: Bearer <token>` is that token's owner and needs no
         # Origin (a browser cannot set the header); every other one goes through the Origin
         # check and the session cookie.
-        "websocket": BearerTokenSocketMiddleware(
-            AuthMiddlewareStack(OriginCheck(socket_router)),
-            token_app=socket_router,
+        # A handshake the database being down breaks (the session, the token, the room) is
+        # answered 503, not a 500 with a traceback.
+        "websocket": SocketOutage(
+            BearerTokenSocketMiddleware(
+                AuthMiddlewareStack(OriginCheck(socket_router)),
+                token_app=socket_router,
+            )
         ),
     }
 )

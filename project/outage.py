@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from django.conf import settings
@@ -150,6 +150,72 @@ class DatabaseOutage:
         if database_down(exception):
             return unavailable_response(request, exception)
         return None
+
+
+Message = MutableMapping[str, Any]
+
+
+class SocketOutage:
+    """Wraps the WebSocket application: a handshake that the database being down breaks is
+    closed with 1012 ("a backend is down": clients reconnect with their backoff) and counted in
+    the outage, instead of a 500 and a traceback per attempt.
+
+    Channels' AuthMiddleware loads the session (and the user) before any consumer runs, so a
+    handshake during an outage fails there, in the same lazy session load as the HTTP routes did.
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(
+        self,
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
+        state = {"connect": False, "accepted": False, "answered": False}
+
+        async def tracked_receive() -> Message:
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                state["connect"] = True
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            if message["type"] == "websocket.accept":
+                state["accepted"] = True
+                outage.served()
+            elif message["type"] in ("websocket.close", "websocket.http.response.start"):
+                state["answered"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, tracked_receive, tracked_send)
+        except Exception as exc:
+            if not database_down(exc):
+                raise
+            outage.failed(exc)
+            if state["answered"]:
+                return
+            if state["accepted"]:
+                await send({"type": "websocket.close", "code": 1012})
+                return
+            if not state["connect"] and (await receive())["type"] != "websocket.connect":
+                return
+            await self._refuse(scope, send)
+
+    async def _refuse(
+        self, scope: dict[str, Any], send: Callable[[Message], Awaitable[None]]
+    ) -> None:
+        """Accepted and closed at once with 1012 (a backend is down): every client reconnects
+        on it with its backoff. (An HTTP 503 to the handshake would say the same, but uvicorn
+        logs an error line for each one.)"""
+        offered = scope.get("subprotocols") or []
+        accept: Message = {"type": "websocket.accept"}
+        if offered:
+            accept["subprotocol"] = offered[0]
+        await send(accept)
+        await send({"type": "websocket.close", "code": 1012, "reason": "database unavailable"})
 
 
 def server_error(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:

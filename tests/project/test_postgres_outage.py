@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin, Subprotocol
 
 from tests.pg_cluster import Site, site_on_own_postgres
@@ -210,8 +211,16 @@ async def test_a_socket_is_answered_unavailable_and_stays_open_and_the_resend_is
     site: Site,
 ) -> None:
     ws = await socket_for(site)
+    offset = site.log_offset()
     try:
         site.cluster.stop("immediate")
+        # A new socket cannot be let in meanwhile (its session is in the database): closed
+        # with 1012, on which every client reconnects with its backoff.
+        newcomer = await socket_for(site, "alice")
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(WITHIN):
+                await newcomer.recv()
+        assert newcomer.close_code == 1012
         client_id = str(uuid.uuid4())
         frame = {"type": "expression", "expression": "6*7", "client_id": client_id}
         await ws.send(json.dumps(frame))
@@ -230,6 +239,9 @@ async def test_a_socket_is_answered_unavailable_and_stays_open_and_the_resend_is
     finally:
         await ws.close()
     assert (await asyncio.to_thread(stored_client_ids, site))[client_id] == 1
+    log = site.log_since(offset)
+    print(f"\nserver log:\n{log}")
+    assert "Traceback" not in log and "Exception in ASGI application" not in log
 
 
 async def test_a_client_submitting_through_an_outage_loses_nothing_and_doubles_nothing(
