@@ -312,6 +312,18 @@ class LoopLocalRedis:
             "health_check_interval": 30,
             **options,
         }
+        if "sentinels" not in self.options:  # a Sentinel pool brings a retry of its own
+            # A pooled connection that an outage or a restart broke fails once and is replaced:
+            # the command is sent again on a new one instead of failing (after a Redis restart,
+            # a clean close's presence leave would otherwise fail and linger until the TTL).
+            self.options.setdefault(
+                "retry",
+                Retry(
+                    ExponentialBackoff(cap=0.5, base=0.05),
+                    2,
+                    supported_errors=(RedisConnectionError,),
+                ),
+            )
         self._entries: dict[int, _LoopClient] = {}
         self._lock = threading.Lock()
 
