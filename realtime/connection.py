@@ -116,7 +116,7 @@ class Connection(AsyncWebsocketConsumer):
         self.accepted = False
         self.closing = False
         self._ended = False
-        self._outbox: deque[dict[str, Any]] = deque()
+        self._outbox: deque[dict[str, Any] | str] = deque()
         self._wake = asyncio.Event()
         self.close_code: int | None = None  # as the client's disconnect reported it
         self._behind = False  # events were dropped for this socket: tell it once it has caught up
@@ -192,9 +192,15 @@ class Connection(AsyncWebsocketConsumer):
         if len(self._outbox) >= OUTBOX_LIMIT and self.on_overflow(event):
             self._behind = True
             return
-        self._outbox.append(event)
+        self._outbox.append(self.outgoing(event))
         if not self._wake.is_set():
             self._wake.set()
+
+    def outgoing(self, event: dict[str, Any]) -> dict[str, Any] | str:
+        """What the writer gets for `event`: the event (its handler runs then), or, when the
+        event is nothing but a frame for this socket, that frame's text (sent as it is: no
+        dispatch, no framing per socket: the hot path of a broadcast)."""
+        return event
 
     def on_overflow(self, event: dict[str, Any]) -> bool:
         """The outbox is full: True drops `event` (the subclass remembers what it lost)."""
@@ -220,6 +226,13 @@ class Connection(AsyncWebsocketConsumer):
                 await wake.wait()
                 continue
             event = outbox.popleft()
+            if event.__class__ is str:
+                try:
+                    await self.base_send({"type": "websocket.send", "text": event})
+                except Exception:  # the client is gone: its disconnect ends the connection
+                    return
+                continue
+            assert isinstance(event, dict)
             try:
                 await self.dispatch(event)
             except (RedisError, DatabaseError, OSError, TimeoutError) as exc:

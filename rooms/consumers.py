@@ -324,6 +324,15 @@ class RoomConsumer(_SeatedConnection):
 
     # --- Live events (from the hub, in order, through the outbox) ---------------------------------
 
+    def outgoing(self, event: dict[str, Any]) -> dict[str, Any] | str:
+        """An entry is its prebuilt frame for this socket's mode, unless this socket is typing
+        and the entry is its person's (then the handler also ends the typing)."""
+        if event.get("type") == "entry.created" and not (
+            self.typing.active and event["entry"]["author"] == self.username
+        ):
+            return event["frames"][self.renderer.mode]
+        return event
+
     def on_overflow(self, event: dict[str, Any]) -> bool:
         """This client reads too slowly: drop entries (it fetches them once told), keep the rest."""
         if event.get("type") != "entry.created":
