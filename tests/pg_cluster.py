@@ -26,6 +26,8 @@ from tests.live import ROOT, ServerProcess, free_port
 class PgCluster:
     def __init__(self) -> None:
         bindir = services.postgres_bindir()
+        if bindir is None and services.apt_install("postgresql"):  # as root, when missing
+            bindir = services.postgres_bindir()
         if bindir is None:
             raise RuntimeError(
                 "PostgreSQL's binaries are missing (Debian: apt-get install postgresql)"
