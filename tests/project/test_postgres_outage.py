@@ -254,10 +254,11 @@ async def test_a_client_submitting_through_an_outage_loses_nothing_and_doubles_n
     sent: dict[str, str] = {}
     pending: list[str] = []
     acknowledged: set[str] = set()
-    unavailable = 0
+    last_sent_in: dict[str, str] = {}  # client_id -> the phase it was last sent in
+    unavailable = unavailable_after = 0
 
     async def reader() -> None:
-        nonlocal unavailable
+        nonlocal unavailable, unavailable_after
         async for message in ws:
             frame = json.loads(message)
             if frame["type"] == "entry" and frame["entry"]["client_id"] in sent:
@@ -265,15 +266,21 @@ async def test_a_client_submitting_through_an_outage_loses_nothing_and_doubles_n
             elif frame["type"] == "error" and frame["client_id"] in sent:
                 assert frame["code"] in ("unavailable", "rate_limited"), frame
                 unavailable += frame["code"] == "unavailable"
+                # Sent once PostgreSQL was back, and refused: a broken pooled connection.
+                unavailable_after += (frame["code"], last_sent_in[frame["client_id"]]) == (
+                    "unavailable",
+                    "after",
+                )
                 if frame["client_id"] not in acknowledged and frame["client_id"] not in pending:
                     pending.append(frame["client_id"])
 
-    async def submit(n: int) -> None:
+    async def submit(n: int, phase: str) -> None:
         if pending:
             client_id = pending.pop(0)
         else:
             client_id = str(uuid.uuid4())
             sent[client_id] = f"{n}*3"
+        last_sent_in[client_id] = phase
         await ws.send(json.dumps({"type": "expression", "expression": sent[client_id],
                                   "client_id": client_id}))  # fmt: skip
 
@@ -287,13 +294,13 @@ async def test_a_client_submitting_through_an_outage_loses_nothing_and_doubles_n
                 await asyncio.to_thread(site.cluster.start)
             for _ in range(6):
                 n += 1
-                await submit(n)
+                await submit(n, phase)
                 await asyncio.sleep(1)
         async with asyncio.timeout(WITHIN):
             while len(acknowledged) < len(sent):
                 if pending:
                     n += 1
-                    await submit(n)
+                    await submit(n, "after")
                 await asyncio.sleep(1)
         assert ws.close_code is None
     finally:
@@ -305,13 +312,15 @@ async def test_a_client_submitting_through_an_outage_loses_nothing_and_doubles_n
     lost = sum(1 for c in acknowledged if mine[c] == 0)
     doubled = sum(1 for count in mine.values() if count > 1)
     print(
-        f"\nsubmitted {len(sent)}, answered unavailable {unavailable} times, acknowledged "
+        f"\nsubmitted {len(sent)}, answered unavailable {unavailable} times "
+        f"({unavailable_after} of them sent after PostgreSQL was back), acknowledged "
         f"{len(acknowledged)}, stored {sum(1 for c in mine.values() if c)}, lost {lost}, "
         f"doubled {doubled}"
     )
     assert len(acknowledged) == len(sent)
     assert lost == doubled == 0
     assert unavailable > 0  # it did submit through the outage
+    assert unavailable_after == 0
     log = site.log_since(offset)
     print(f"server log during the outage:\n{log}")
     assert "Traceback" not in log
