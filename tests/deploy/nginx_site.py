@@ -19,9 +19,12 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
-from tests.live import ROOT, free_port
+from tests.live import ROOT, ServerProcess, free_port
 
 SITE = ROOT / "deploy" / "nginx" / "calcrooms.conf"
 
@@ -207,6 +210,22 @@ class NginxProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def nginx_in_front_of_two(env: dict[str, str]) -> Iterator[tuple[NginxProxy, list[ServerProcess]]]:
+    """nginx on spare ports in front of two fresh uvicorn processes started with `env`."""
+    servers = [ServerProcess(env=env), ServerProcess(env=env)]
+    proxy = NginxProxy([server.port for server in servers])
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(ServerProcess.start, servers))
+        proxy.start()
+        yield proxy, servers
+    finally:
+        proxy.stop()
+        for server in servers:
+            server.stop()
 
 
 def _port_open(port: int) -> bool:

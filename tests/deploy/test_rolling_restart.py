@@ -26,7 +26,6 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -40,7 +39,7 @@ from websockets.typing import Origin, Subprotocol
 
 from accounts.models import User
 from rooms.models import Entry, Room
-from tests.deploy.nginx_site import NginxProxy
+from tests.deploy.nginx_site import NginxProxy, nginx_in_front_of_two
 from tests.factories import MembershipFactory, UserFactory
 from tests.live import ServerProcess, _session_cookie
 from tests.live import test_database_url as database_url  # not a test of this module
@@ -227,17 +226,8 @@ def people(lobby: Room, alice: User, bob: User) -> list[User]:
 
 @pytest.fixture
 def stack(people: list[User]) -> Iterator[tuple[NginxProxy, list[ServerProcess]]]:
-    servers = [ServerProcess(env=SERVER_ENV), ServerProcess(env=SERVER_ENV)]
-    proxy = NginxProxy([server.port for server in servers])
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(ServerProcess.start, servers))
-        proxy.start()
-        yield proxy, servers
-    finally:
-        proxy.stop()
-        for server in servers:
-            server.stop()
+    with nginx_in_front_of_two(SERVER_ENV) as stack:
+        yield stack
 
 
 def _stop(server: ServerProcess) -> tuple[int | None, str]:
