@@ -294,6 +294,12 @@ if not 0 < ROOM_TICK_SECONDS <= 5:
 TYPING_EXPIRY_SECONDS = env_float("TYPING_EXPIRY_SECONDS", 5)
 TYPING_MIN_INTERVAL_SECONDS = env_float("TYPING_MIN_INTERVAL_SECONDS", 1)
 SYNC_INTERVAL_SECONDS = env_float("SYNC_INTERVAL_SECONDS", 20)
+# Threads of their own that store entries (PostgreSQL only: SQLite takes one writer at a time).
+# Each holds a pooled connection while it stores: keep it under DATABASE_POOL_MAX_SIZE.
+ENTRY_STORE_THREADS = env_int(
+    "ENTRY_STORE_THREADS",
+    4 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" else 0,
+)
 # A socket frame whose handling takes longer is counted (calcrooms_slow_handlers_total) and logged.
 SLOW_HANDLER_SECONDS = env_float("SLOW_HANDLER_SECONDS", 0.5)
 EXPRESSION_MAX_LENGTH = MAX_EXPRESSION_LENGTH  # the calculator's own bound: one number

@@ -28,6 +28,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -64,6 +65,8 @@ class Hub:
     def __init__(self) -> None:
         self._sinks: dict[str, set[Sink]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._queued: deque[tuple[str, dict[str, Any]]] = deque()
+        self._sender: asyncio.Task[None] | None = None
 
     # --- The contract ----------------------------------------------------------------------------
 
@@ -93,7 +96,9 @@ class Hub:
     def publish_soon(self, events: list[tuple[str, dict[str, Any]]]) -> bool:
         """From another thread: hand `events` to the hub's loop and return at once.
 
-        False when the hub has no running loop to hand them to (the caller publishes itself).
+        They are sent in the order they were handed over (one queue, one sender, a pipeline per
+        batch): a room's entries, stored in seq order, are published in seq order. False when
+        the hub has no running loop to hand them to (the caller publishes itself).
         """
         loop = self._loop
         if loop is None or loop.is_closed() or not loop.is_running():
@@ -103,10 +108,21 @@ class Hub:
         except RuntimeError:
             running = None
         if running is loop:
-            loop.create_task(self._publish_logged(events))
+            self._enqueue(events)
         else:
-            loop.call_soon_threadsafe(lambda: loop.create_task(self._publish_logged(events)))
+            loop.call_soon_threadsafe(self._enqueue, events)
         return True
+
+    def _enqueue(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        self._queued.extend(events)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send_queued())
+
+    async def _send_queued(self) -> None:
+        queued = self._queued
+        while queued:
+            batch = [queued.popleft() for _ in range(min(len(queued), PUBLISH_BATCH))]
+            await self._publish_logged(batch)
 
     def local_sinks(self, topic: str) -> int:
         return len(self._sinks.get(topic, ()))
@@ -127,6 +143,8 @@ class Hub:
 
     def _reset(self) -> None:
         self._sinks = {}
+        self._queued = deque()
+        self._sender = None
 
     def _discard(self, topic: str, sink: Sink) -> bool:
         """Forget `sink` on `topic`; True when it was the topic's last local sink."""

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import secrets
+import threading
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, close_old_connections, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -36,6 +41,7 @@ from rooms.selectors import Access
 from rooms.throttle import take_expression_token
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 INVITE_TOKEN_BYTES = 32  # 43 URL-safe characters
 INVITE_TOKEN_MAX_LENGTH = RoomInvite._meta.get_field("token").max_length
@@ -104,13 +110,60 @@ async def entry_submit(
     if not await take_expression_token(user_id=author.pk, room_id=room_id):
         raise _rate_limited()
     text, parsed_client_id = _submission_validate(expression, client_id)
-    return await database_sync_to_async(_entry_store)(
+    executor = _store_thread(room_id)
+    if executor is None:
+        store = database_sync_to_async(_entry_store)
+    else:
+        store = sync_to_async(
+            _closing_connections(_entry_store), thread_sensitive=False, executor=executor
+        )
+    return await store(
         room_id=room_id,
         author=author,
         expression=text,
         client_id=parsed_client_id,
         transport=transport,
     )
+
+
+_store_executors: list[ThreadPoolExecutor] = []
+_store_executor_lock = threading.Lock()
+
+
+def _store_thread(room_id: int) -> ThreadPoolExecutor | None:
+    """The thread that stores the room's entries (ENTRY_STORE_THREADS of them, each room always
+    on the same one; none: the one database thread every other call of the process shares).
+
+    A submission holds its room's row lock for a few queries; on the shared thread, submissions to
+    fifty rooms wait for each other and for everything else the process asks the database, so a
+    process stores a few hundred a second at most, and past that queues them for seconds. On
+    threads of their own, rooms are stored side by side. One room stays on one thread so that its
+    entries commit, and are published, in seq order: live order is seq order within a process.
+    """
+    threads = settings.ENTRY_STORE_THREADS
+    if threads <= 0:
+        return None
+    with _store_executor_lock:
+        while len(_store_executors) < threads:
+            _store_executors.append(
+                ThreadPoolExecutor(1, thread_name_prefix=f"entry-store-{len(_store_executors)}")
+            )
+    return _store_executors[room_id % threads]
+
+
+def _closing_connections(work: Callable[..., T]) -> Callable[..., T]:
+    """`work` with the thread's database connection released before and after (as
+    `database_sync_to_async` does), so a pooled connection goes back to the pool each time."""
+
+    @functools.wraps(work)
+    def run(*args: Any, **kwargs: Any) -> T:
+        close_old_connections()
+        try:
+            return work(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return run
 
 
 def entry_submit_sync(
