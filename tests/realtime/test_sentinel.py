@@ -390,7 +390,9 @@ async def test_after_a_failover_pooled_connections_to_the_old_master_are_not_use
 
         # The master is replaced while it is still up (still taking writes until the Sentinels
         # turn it into a replica).
-        redis_set.client(redis_set.sentinel_ports[0]).sentinel_failover(MASTER)
+        # (A Sentinel that has not yet judged the replica fit answers NOGOODSLAVE: ask again.)
+        sentinel = redis_set.client(redis_set.sentinel_ports[0])
+        redis_set._until(lambda: sentinel.sentinel_failover(MASTER), "a failover accepted")
 
         def every_sentinel_names_the_replica() -> bool:
             return all(
