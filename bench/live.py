@@ -95,17 +95,56 @@ def uvicorn_flags() -> list[str]:
     return match.group(1).split()
 
 
+PIN = True  # --no-pin: let the scheduler place everything (a machine others are loading)
+
+
 def pinning() -> dict[str, Any]:
     """Servers on CPU 0, the load (workers and this process) on CPU 1, when possible."""
     cpus = sorted(os.sched_getaffinity(0))
-    if shutil.which("taskset") and len(cpus) >= 2:
+    if PIN and shutil.which("taskset") and len(cpus) >= 2:
         return {"pinned": True, "server_cpus": str(cpus[0]), "load_cpus": str(cpus[1])}
     return {"pinned": False, "server_cpus": None, "load_cpus": None}
+
+
+def cpu_busy_ticks() -> dict[int, tuple[int, int]]:
+    """Per CPU (busy, total) clock ticks from /proc/stat: how busy each core was, whoever kept
+    it busy (the machine is shared; a load core busy near 100 % means the load generator may
+    have been short of CPU)."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            ticks = [int(value) for value in fields]
+            idle = ticks[3] + ticks[4]  # idle + iowait
+            out[int(name[3:])] = (sum(ticks[:8]) - idle, sum(ticks[:8]))
+    return out
+
+
+def busy_pct(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> dict:
+    return {
+        str(cpu): round(
+            100 * (after[cpu][0] - before[cpu][0]) / max(1, after[cpu][1] - before[cpu][1]), 1
+        )
+        for cpu in after
+        if cpu in before
+    }
 
 
 def _raise_open_files() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _server_child() -> None:
+    """In the server's child before exec: as many file descriptors as allowed, and SIGTERM
+    when this bench process dies, however it dies (Linux PR_SET_PDEATHSIG; kept across exec)."""
+    _raise_open_files()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def _cpu_prefix(cpus: str | None) -> list[str]:
@@ -155,7 +194,7 @@ class Server:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_raise_open_files,
+                preexec_fn=_server_child,
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -373,6 +412,7 @@ async def phase(
     )
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     cpu0 = [server.cpu_seconds() for server in servers]
+    cores0 = cpu_busy_ticks()
     wall0 = time.monotonic()
     end = start_at + duration
     await asyncio.sleep(max(0.0, end - time.monotonic()))
@@ -385,6 +425,7 @@ async def phase(
             break
     wall = time.monotonic() - wall0
     cpu = sum(server.cpu_seconds() for server in servers) - sum(cpu0)
+    cores = busy_pct(cores0, cpu_busy_ticks())
     acks = await load.each({"cmd": "acks"})
     senders: dict[str, Any] = {}
     errors: dict[str, int] = {}
@@ -392,7 +433,10 @@ async def phase(
         senders.update(answer["senders"])
         for code, count in answer["errors"].items():
             errors[code] = errors.get(code, 0) + count
-    expected = {s: {"room": info["room"], "seqs": info["acked"]} for s, info in senders.items()}
+    # What every receiver should get: for Calcrooms each stored (acknowledged) entry; a
+    # baseline stores nothing and refuses nothing, so everything that was sent.
+    key = "acked" if servers[0].kind == "A" else "sent_seqs"
+    expected = {s: {"room": info["room"], "seqs": info[key]} for s, info in senders.items()}
     reports = await load.each({"cmd": "report", "expected": expected})
     hist: dict[int, int] = {}
     for report in reports:
@@ -445,6 +489,7 @@ async def phase(
         ),
         "deliveries_per_s": round(total["deliveries"] / duration, 1),
         "load_cpu_pct_of_one_core": round(100 * load_cpu / load_wall, 1) if load_wall else None,
+        "cpu_busy_pct_by_core": cores,
         "open_sockets": sum(report["open"] for report in reports),
         "close_codes": close_codes,
     }
@@ -565,6 +610,7 @@ class Bench:
         self.counter = [0]
         self.server_logs: dict[str, Any] = {}
         self.checks: list[str] = []
+        self.notes: list[str] = []
         self.b1_prefix = f"calcrooms-bench-b1-{secrets.token_hex(4)}"
 
     # servers
@@ -624,16 +670,26 @@ class Bench:
         )
         if done["failed"]:
             print(f"    {done['failed']} sockets failed to open: {done['failures'][:2]}")
-        await asyncio.sleep(2 if server.kind == "A" else 0.5)  # joins' presence frames settle
+        await asyncio.sleep(0.5)
+        await self._quiet(10.0)  # the joins' presence frames (A) have all arrived
         return done
 
-    def _check_a(self, kind: str, result: dict[str, Any], where: str) -> None:
+    def _check_a(self, kind: str, result: dict[str, Any], where: str, processes: int = 1) -> None:
+        """A duplicate is always a failure; an entry out of seq order is one on a single
+        process (commit order is seq order, and one process delivers in it). Across two
+        processes the contract only promises at-most-once live delivery healed by the client's
+        merge (DESIGN.md, catch-up), so there it is reported as a note."""
         if kind != "A":
             return
-        if result["duplicates"] or result["room_order_violations"]:
+        if result["duplicates"] or (processes == 1 and result["room_order_violations"]):
             self.checks.append(
                 f"{where}: {result['duplicates']} duplicate deliveries,"
                 f" {result['room_order_violations']} entries out of seq order"
+            )
+        elif result["room_order_violations"]:
+            self.notes.append(
+                f"{where}: {result['room_order_violations']} live entries arrived out of seq"
+                " order across the two processes (a client's merge puts them back in order)"
             )
 
     async def fanout(self) -> dict[str, Any]:
@@ -651,7 +707,7 @@ class Bench:
                             [server],
                             rates={0: self.args.rate},
                             duration=duration,
-                            drain_max=10.0,
+                            drain_max=5.0 if self.args.quick else 10.0,
                             counter=self.counter,
                         )
                         result.pop("_senders")
@@ -787,7 +843,8 @@ class Bench:
                     conn = await self.load.connect(kind, specs, origin=servers[0].origin)
                     if conn["failed"]:
                         print(f"    {conn['failed']} sockets failed: {conn['failures'][:2]}")
-                    await asyncio.sleep(2 if kind == "A" else 0.5)
+                    await asyncio.sleep(0.5)
+                    await self._quiet(10.0)
                     for offered in self.args.offered:
                         per_sender = offered / len(specs)
                         result = await phase(
@@ -809,7 +866,7 @@ class Bench:
                                     " acknowledged expressions missing,"
                                     f" {check['stored_more_than_once']} stored more than once"
                                 )
-                        self._check_a(kind, result, f"throughput {label} {offered}/s")
+                        self._check_a(kind, result, f"throughput {label} {offered}/s", len(servers))
                         rows.setdefault(label, {}).setdefault(offered, []).append(result)
                         _print_phase(
                             f"throughput {label:<4} offered {offered:>5}/s", result, extra=result
@@ -831,7 +888,15 @@ class Bench:
         origins = [server.origin for server in servers]
         for server in servers:
             server.env["DJANGO_ALLOWED_ORIGINS"] = ",".join(origins)
-        return [server.start() for server in servers]
+        started: list[Server] = []
+        try:
+            for server in servers:
+                started.append(server.start())
+        except BaseException:
+            for server in started:
+                server.stop()
+            raise
+        return started
 
     async def idle(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -1000,6 +1065,7 @@ BRIEF_KEYS = (
     "room_order_violations", "p50_ms", "p90_ms", "p99_ms", "max_ms", "drained",
     "server_cpu_pct", "server_cpu_us_per_delivery", "deliveries_per_s",
     "load_cpu_pct_of_one_core", "sender_max_lag_ms", "open_sockets", "close_codes",
+    "cpu_busy_pct_by_core",
 )  # fmt: skip
 
 
@@ -1013,7 +1079,10 @@ NUMERIC_MEDIAN = (
     "idle_cpu_pct", "redis_commands_per_s", "redis_background_per_s", "redis_net_commands_per_s",
     "sender_max_lag_ms",
 )  # fmt: skip
-SUMMED = ("lost", "duplicates", "reordered", "room_order_violations", "expected_deliveries")
+SUMMED = (
+    "lost", "duplicates", "reordered", "room_order_violations", "expected_deliveries",
+    "offered", "acked",
+)  # fmt: skip
 
 
 def _median_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1051,7 +1120,7 @@ def _print_phase(label: str, r: dict[str, Any], ok: bool | None = None, extra: A
         f" {r['deliveries']}/{r['expected_deliveries']} delivered, lost {r['lost']},"
         f" dup {r['duplicates']}, reord {r['reordered']}, refused {r['refused'] or 0};"
         f" server {r['server_cpu_pct']} % ({r['server_cpu_us_per_delivery']} us/delivery);"
-        f" load {r['load_cpu_pct_of_one_core']} %",
+        f" load {r['load_cpu_pct_of_one_core']} %; cores busy {r['cpu_busy_pct_by_core']}",
         flush=True,
     )
 
@@ -1120,9 +1189,9 @@ def markdown(results: dict[str, Any]) -> str:
             f"## Fan-out in one room ({rate:g} messages/s, {meta['fanout_seconds']:g} s)",
             "",
             "| receivers | A p50 / p99 | B0 p50 / p99 | B1 p50 / p99 | A/B0 p99 | A/B1 p99"
-            " | lost A / B0 / B1 | server CPU µs per delivery A / B0 / B1 | A/B0 CPU | A/B1 CPU"
-            " | load CPU % max |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            " | A accepted / offered | lost A / B0 / B1 | server CPU µs per delivery A / B0 / B1"
+            " | A/B0 CPU | A/B1 CPU | load CPU % max |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for receivers, by in fan.items():
             a, b0, b1 = by.get("A", {}), by.get("B0", {}), by.get("B1", {})
@@ -1136,6 +1205,7 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {int(receivers):,} | {pp(a)} | {pp(b0)} | {pp(b1)}"
                 f" | {_ratio(a.get('p99_ms'), b0.get('p99_ms'))}"
                 f" | {_ratio(a.get('p99_ms'), b1.get('p99_ms'))}"
+                f" | {_fmt(a.get('acked'))} / {_fmt(a.get('offered'))}"
                 f" | {_fmt(a.get('lost'))} / {_fmt(b0.get('lost'))} / {_fmt(b1.get('lost'))}"
                 f" | {' / '.join(_fmt(c) for c in cpu)}"
                 f" | {_ratio(cpu[0], cpu[1])} | {_ratio(cpu[0], cpu[2])} | {load:.0f} |"
@@ -1270,6 +1340,7 @@ def markdown(results: dict[str, Any]) -> str:
             "- A: every acknowledged expression in PostgreSQL exactly once; no entry delivered"
             " twice or out of seq order on any connection."
         )
+    lines += [f"- note: {note}" for note in results.get("notes", [])]
     for label, logs in results["server_logs"].items():
         if logs["tracebacks"] or logs["lines"]:
             lines.append(
@@ -1299,6 +1370,16 @@ async def run(args: argparse.Namespace, data: dict[str, Any], env: dict[str, str
     return results, bench
 
 
+def _database_in_use(name: str) -> int:
+    import psycopg
+
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [name]
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 run, shorter phases (~4 min)")
@@ -1316,7 +1397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--idle", help="idle socket counts (1000,5000,10000; --quick 1000,5000)")
     parser.add_argument("--keep-db", action="store_true", help=f"keep the {DB_NAME} database")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin servers and load to CPUs")
     args = parser.parse_args(argv)
+    global PIN  # one switch, read by pinning()
+    PIN = not args.no_pin
     args.runs = args.runs or (1 if args.quick else 3)
     if args.quick:
         args.max_rate = min(args.max_rate, 640.0)
@@ -1328,6 +1412,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.offered = [int(n) for n in args.offered.split(",")]
     args.idle = [int(n) for n in args.idle.split(",")]
 
+    def _interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # run the clean-ups: servers, load processes, database, keys
+
+    signal.signal(signal.SIGTERM, _interrupted)
     load_before = [round(value, 2) for value in os.getloadavg()]
     started_wall = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
     started = time.monotonic()
@@ -1345,6 +1433,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     env.update(REDIS_KEY_PREFIX=prefix, **a_settings)
     os.environ.update(env)
+    busy = _database_in_use(DB_NAME)
+    if busy:
+        print(
+            f"database {DB_NAME} has {busy} open connections (another bench run?): not dropping"
+            " it under them; set BENCH_DB_NAME to run beside it"
+        )
+        return 2
     print(f"database {DB_NAME}: drop, create, migrate; Redis prefix {prefix}", flush=True)
     recreate_database(DB_NAME)
     django_setup()
@@ -1383,6 +1478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         **results,
         "checks": bench.checks,
+        "notes": bench.notes,
         "server_logs": bench.server_logs,
     }
     for label, logs in bench.server_logs.items():

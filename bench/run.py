@@ -5,13 +5,16 @@
     .venv/bin/python bench/run.py --only catchup
 
 Each bench is its own process: bench/calculator.py (its output is parsed here),
-bench/after_query.py, bench/resolve.py, bench/catchup.py, bench/fanout.py, bench/memory.py and
-bench/render.py (the last three print their own tables). Each writes var/bench/<name>.json; this
-script writes var/bench/calculator.json from the calculator's output and var/bench/summary.json.
+bench/after_query.py, bench/resolve.py, bench/catchup.py, bench/fanout.py, bench/memory.py,
+bench/render.py (these three print their own tables) and bench/live.py (the live path from
+outside, Calcrooms beside the baselines B0 and B1; it also writes var/bench/live.md). Each writes
+var/bench/<name>.json; this script writes var/bench/calculator.json from the calculator's output
+and var/bench/summary.json.
 Speed is read as ratios against baselines measured in the same run, never as absolute
 thresholds. Exit status: 1 when a bench failed (the calculator's 50 ms bound, the catch-up
 query's index plan, a resolution query that is not one probe per reference, a replay mismatch,
-a catch-up that saw a gap or a duplicate).
+a catch-up that saw a gap or a duplicate, an acknowledged expression not in PostgreSQL exactly
+once or a live entry delivered twice or out of order in bench/live.py).
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "var" / "bench"
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
-BENCHES = ("calculator", "after_query", "resolve", "catchup", "fanout", "memory", "render")
+BENCHES = (
+    "calculator", "after_query", "resolve", "catchup", "fanout", "memory", "render", "live",
+)  # fmt: skip
 
 
 def bench_args(name: str, quick: bool) -> list[str]:
@@ -280,6 +285,9 @@ def summary_rows(ran: dict[str, int]) -> list[Row]:
                     "ok" if merge["ok"] else "FAIL",
                 )
             )
+    live = load("live") if "live" in ran else None
+    if live:
+        rows += live_rows(live)
     for name, data in (("after_query", after), ("catchup", catchup)):
         for server, problems in ((data or {}).get("server_logs") or {}).items():
             if problems["tracebacks"] or problems["messages"]:
@@ -294,6 +302,71 @@ def summary_rows(ran: dict[str, int]) -> list[Row]:
                         "see log",
                     )
                 )
+    return rows
+
+
+def live_rows(live: dict[str, Any]) -> list[Row]:
+    """bench/live.py's headline figures: Calcrooms (A) with B0 and B1 beside it (its full
+    tables are in var/bench/live.md)."""
+    rows: list[Row] = []
+
+    def beside(a: float | None, b0: float | None, b1: float | None) -> tuple[str, str]:
+        ratio = "-" if a is None or not b0 else f"{a / b0:.1f}x B0"
+        if a is not None and b1:
+            ratio += f", {a / b1:.2f}x B1"
+        return f"B0 {_ms(b0)}, B1 {_ms(b1)}", ratio
+
+    for receivers, by in (live.get("fanout") or {}).items():
+        a, b0, b1 = (by.get(k, {}).get("p99_ms") for k in ("A", "B0", "B1"))
+        rows.append(
+            ("live", f"fan-out to {receivers} receivers, p99 [A]", _ms(a), "", *beside(a, b0, b1))
+        )
+    for receivers, by in (live.get("saturation") or {}).items():
+        a, b0, b1 = (by.get(k, {}).get("rate") for k in ("A", "B0", "B1"))
+        rows.append(
+            (
+                "live",
+                f"saturation at {receivers} receivers, messages/s [A]",
+                _ms(a),
+                "",
+                *beside(a, b0, b1),
+            )
+        )
+    for offered, a_row in (live.get("throughput") or {}).get("Ax1", {}).items():
+        b0, b1 = (
+            live["throughput"].get(k, {}).get(offered, {}).get("p99_ms") for k in ("B0", "B1")
+        )
+        rows.append(
+            (
+                "live",
+                f"offered {offered}/s, 50 rooms: accepted {a_row.get('accepted_per_s')}/s, p99 [A]",
+                _ms(a_row.get("p99_ms")),
+                "",
+                *beside(a_row.get("p99_ms"), b0, b1),
+            )
+        )
+    for count, by in (live.get("idle") or {}).items():
+        a, b0, b1 = (by.get(k, {}).get("kib_per_socket") for k in ("A", "B0", "B1"))
+        rows.append(
+            ("live", f"{count} idle sockets, KiB per socket [A]", _ms(a), "", *beside(a, b0, b1))
+        )
+    catchup = live.get("catchup")
+    if catchup:
+        single = catchup["missed_1000"]["after_open_ms"]["p50_ms"]
+        storm = catchup["storm_200x100"]["all_caught_up_s_median"]
+        rows.append(("live", "1,000 missed, socket open -> applied [A]", _ms(single), "", "", ""))
+        rows.append(
+            (
+                "live",
+                "200 reconnecting at once x 100 missed, all caught up [A]",
+                _ms(storm and storm * 1000),
+                "",
+                "",
+                "",
+            )
+        )
+    for check in live.get("checks") or []:
+        rows.append(("live", f"  {check}", "", "", "", "FAIL"))
     return rows
 
 
