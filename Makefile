@@ -43,7 +43,7 @@ imports: install
 	$(BIN)/python tests/import_graph.py
 
 bench: install
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var
