@@ -105,6 +105,7 @@ def test_two_people_on_two_processes_behind_nginx_see_each_other(
     # Alice's socket holds one process, so nginx (least_conn) gives bob's to the other.
     alice_page = page_through(pages, alice)
     expect_online(alice_page, "alice")
+    alice_page.wait_for_load_state("networkidle")  # no request of hers in flight to either
     bob_page = page_through(pages, bob)
     expect_online(bob_page, "alice", "bob")
     expect_online(alice_page, "alice", "bob")
