@@ -300,6 +300,9 @@ ENTRY_STORE_THREADS = env_int(
     "ENTRY_STORE_THREADS",
     4 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" else 0,
 )
+# A socket whose client has not read what waited for it (its outbox full) for this long is closed
+# with 1013; it reconnects and catches up. Until then, entries are dropped for it alone.
+WS_BEHIND_CLOSE_SECONDS = env_float("WS_BEHIND_CLOSE_SECONDS", 30)
 # A socket frame whose handling takes longer is counted (calcrooms_slow_handlers_total) and logged.
 SLOW_HANDLER_SECONDS = env_float("SLOW_HANDLER_SECONDS", 0.5)
 EXPRESSION_MAX_LENGTH = MAX_EXPRESSION_LENGTH  # the calculator's own bound: one number

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
 from collections import deque
 from collections.abc import Coroutine
@@ -120,6 +121,7 @@ class Connection(AsyncWebsocketConsumer):
         self._wake = asyncio.Event()
         self.close_code: int | None = None  # as the client's disconnect reported it
         self._behind = False  # events were dropped for this socket: tell it once it has caught up
+        self.behind_since: float | None = None  # since when (monotonic), while it is behind
         self.channel_name = f"live.{_PROCESS}!{uuid.uuid4().hex}"
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -190,7 +192,9 @@ class Connection(AsyncWebsocketConsumer):
         if self.closing:
             return
         if len(self._outbox) >= OUTBOX_LIMIT and self.on_overflow(event):
-            self._behind = True
+            if not self._behind:
+                self._behind = True
+                self.behind_since = time.monotonic()
             return
         self._outbox.append(self.outgoing(event))
         if not self._wake.is_set():
@@ -220,6 +224,7 @@ class Connection(AsyncWebsocketConsumer):
             if not outbox:
                 if self._behind:
                     self._behind = False
+                    self.behind_since = None
                     await self.on_caught_up()
                     continue
                 wake.clear()

@@ -48,6 +48,7 @@ CLOSE_SESSION_ENDED = 4401
 CLOSE_ACCESS_REVOKED = 4403
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_LARGE = 1009
+CLOSE_TOO_FAR_BEHIND = 1013  # a reader that does not drain its socket: it reconnects, catches up
 CLOSE_CODES = {Lost.SESSION: CLOSE_SESSION_ENDED, Lost.ACCESS: CLOSE_ACCESS_REVOKED}
 
 
@@ -439,6 +440,16 @@ async def _room_tick(room_id: int, sockets: set[RoomConsumer], tick: int) -> Non
     if before is not None and state.changed and before - after:
         # Gone without a leave from any socket here: their records expired (a dead process).
         metrics.presence_expired(len(before - after))
+    for socket in _too_far_behind(sockets):
+        logger.info(
+            "closing %s's socket on room %s: it has not read for %.0f s",
+            socket.username,
+            room_id,
+            settings.WS_BEHIND_CLOSE_SECONDS,
+            extra=socket._log_fields("socket.closing", code=CLOSE_TOO_FAR_BEHIND),
+        )
+        metrics.refusal(CLOSE_TOO_FAR_BEHIND)
+        await socket.close(code=CLOSE_TOO_FAR_BEHIND)
     lost = await database_sync_to_async(selectors.seats_recheck)(
         room_id=room_id, seats={socket.seat for socket in sockets}
     )
@@ -460,6 +471,19 @@ async def _room_tick(room_id: int, sockets: set[RoomConsumer], tick: int) -> Non
         for socket in sockets:
             await socket.send_frame(socket.renderer.sync(last_seq))
         metrics.frame_out("sync", len(sockets))
+
+
+def _too_far_behind(sockets: set[RoomConsumer]) -> list[RoomConsumer]:
+    """Sockets whose outbox has stayed full for WS_BEHIND_CLOSE_SECONDS: their client does not
+    read. Entries were dropped for them meanwhile; closing (1013) makes the client come back and
+    catch up instead of holding a socket open that nobody reads."""
+    now = time.monotonic()
+    limit = settings.WS_BEHIND_CLOSE_SECONDS
+    return [
+        socket
+        for socket in sockets
+        if socket.behind_since is not None and now - socket.behind_since >= limit
+    ]
 
 
 _online: dict[int, set[str]] = {}  # who each ticking room showed online at its last tick

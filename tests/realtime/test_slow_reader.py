@@ -78,3 +78,31 @@ async def test_a_stalled_reader_loses_only_its_own_excess_and_is_told_to_catch_u
     assert got == list(range(1, len(got) + 1))  # a prefix, in order, nothing from elsewhere
     assert OUTBOX_LIMIT - 1 <= len(got) <= OUTBOX_LIMIT + 1 < total
     assert frame["last_seq"] == total  # he fetches got[-1]+1 .. total over HTTP
+
+
+async def test_a_reader_that_stays_stalled_is_closed_1013_and_the_room_goes_on(
+    connect, lobby, alice, bob, settings
+):
+    settings.WS_BEHIND_CLOSE_SECONDS = 0.5
+    settings.ROOM_TICK_SECONDS = 0.2
+    fast = await connect(alice, "lobby")
+    slow = await connect(bob, "lobby")
+    await fast.receive_type("sync")
+    await slow.receive_type("sync")
+    [bobs] = [socket for socket in room_ticker.members(lobby.id) if socket.username == "bob"]
+    never = asyncio.Event()
+    real_send = bobs.base_send
+
+    async def stalled_send(message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.send":
+            await never.wait()  # bob's client never reads again
+        await real_send(message)
+
+    bobs.base_send = stalled_send
+    hub = get_hub()
+    for seq in range(1, OUTBOX_LIMIT + 50):
+        await hub.publish(room_group(lobby.id), entry_event(lobby.id, seq))
+    assert await slow.receive_close(timeout=10) == 1013  # he reconnects and catches up
+    for seq in range(1, OUTBOX_LIMIT + 50):
+        assert (await fast.receive_type("entry"))["entry"]["seq"] == seq
+    assert fast.connected
