@@ -7,9 +7,10 @@ pool here waits for a free connection instead, and closes idle ones past a small
 come back, so after a burst the process returns to its resting handful.
 
 With Sentinel (``sentinels`` and ``service_name`` among the options, see `sentinel_options`) the
-same pool asks the Sentinels where the master is before each new connection, drops connections to
-an address that is no longer the master, and takes a demoted master's READONLY answer for a broken
-connection: the command is sent again to the master the Sentinels name now.
+same pool asks the Sentinels where the master is before each new connection (and, at most once a
+second, before handing out a pooled one), drops connections to an address that is no longer the
+master, and takes a demoted master's READONLY answer for a broken connection: the command is sent
+again to the master the Sentinels name now.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ class BoundedSentinelPool(SentinelConnectionPool, BoundedPool):
     ) -> None:
         self.master_check_seconds = master_check_seconds
         self._master_checked_at = -float("inf")
+        self._discovery: asyncio.Future[Any] | None = None
         kwargs.setdefault("connection_class", _MasterConnection)
         kwargs.setdefault(
             "retry",
@@ -129,8 +131,13 @@ class BoundedSentinelPool(SentinelConnectionPool, BoundedPool):
         super().__init__(service_name, sentinel_manager, **kwargs)
 
     async def get_master_address(self) -> Any:
-        self._master_checked_at = time.monotonic()
-        return await super().get_master_address()
+        # One question to the Sentinels at a time, whoever asks: a burst of new connections waits
+        # for the same answer instead of opening a Sentinel connection each.
+        if self._discovery is None or self._discovery.done():
+            self._master_checked_at = time.monotonic()
+            self._discovery = asyncio.ensure_future(super().get_master_address())
+            self._discovery.add_done_callback(_retrieve)
+        return await asyncio.shield(self._discovery)
 
     async def ensure_connection(self, connection: Any) -> None:
         since = time.monotonic() - self._master_checked_at
@@ -159,6 +166,12 @@ class BoundedSentinelPool(SentinelConnectionPool, BoundedPool):
     def open_connections(self) -> int:
         sentinel_pools = [sentinel.connection_pool for sentinel in self.sentinel_manager.sentinels]
         return super().open_connections() + sum(map(_connected, sentinel_pools))
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    # Its waiters may all have been cancelled: the error is theirs to see, not the event loop's.
+    if not future.cancelled():
+        future.exception()
 
 
 def _connected(pool: Any) -> int:
@@ -229,7 +242,7 @@ def _sentinel_pool(**options: Any) -> BoundedSentinelPool:
     # The Sentinels are asked with short timeouts of their own (the layer's connections have
     # none), once each: a Sentinel that is down is skipped for the next.
     sentinel_kwargs: dict[str, Any] = {
-        "socket_connect_timeout": options.get("socket_connect_timeout") or SENTINEL_TIMEOUT_SECONDS,
+        "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
         "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
         "retry": Retry(NoBackoff(), 0),
         **options.pop("sentinel_kwargs", {}),

@@ -298,6 +298,27 @@ async def test_pool_options_with_sentinels_give_a_bounded_pool_on_the_master(sha
         await eventually_named(shared_set.client(port), "sentinel-pool-test:sentinel", 0)
 
 
+async def test_a_burst_of_new_connections_asks_the_sentinels_one_question_at_a_time(shared_set):
+    options = {
+        **sentinel_options(shared_set.sentinels, master=MASTER),
+        "client_name": "sentinel-burst-test",
+        "max_idle": 40,  # keep them, to count them
+    }
+    client = aioredis.Redis.from_pool(bounded_pool(None, **options))
+    master = shared_set.client(shared_set.master_port)
+    try:
+        assert all(await asyncio.gather(*(client.ping() for _ in range(40))))
+        assert names_on(master, "sentinel-burst-test") == 40  # a connection each, at once
+        # ...but one connection to a Sentinel (the first that answered), not one per connection.
+        asked = [
+            names_on(shared_set.client(port), "sentinel-burst-test:sentinel")
+            for port in shared_set.sentinel_ports
+        ]
+        assert sum(asked) == 1, asked
+    finally:
+        await client.aclose()
+
+
 async def test_presence_and_layer_clients_reach_the_master_through_the_sentinels(shared_set):
     options = sentinel_options(shared_set.sentinels, master=MASTER)
     master = shared_set.client(shared_set.master_port)
