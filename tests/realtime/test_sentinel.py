@@ -112,7 +112,7 @@ class RedisSet:
         self._server(self.replica_port, "--replicaof", "127.0.0.1", str(self.master_port))
         for port in self.sentinel_ports:
             self._sentinel(port)
-        self._until(self._ready, "the replica in sync and every Sentinel seeing the others")
+        self.until(self._ready, "the replica in sync and every Sentinel seeing the others")
         return self
 
     def _ready(self) -> bool:
@@ -125,7 +125,7 @@ class RedisSet:
                 return False
         return True
 
-    def _until(self, condition: Any, what: str) -> None:
+    def until(self, condition: Any, what: str) -> None:
         deadline = time.monotonic() + DEADLINE
         while time.monotonic() < deadline:
             try:
@@ -413,7 +413,7 @@ async def test_after_a_failover_pooled_connections_to_the_old_master_are_not_use
         # turn it into a replica).
         # (A Sentinel that has not yet judged the replica fit answers NOGOODSLAVE: ask again.)
         sentinel = redis_set.client(redis_set.sentinel_ports[0])
-        redis_set._until(lambda: sentinel.sentinel_failover(MASTER), "a failover accepted")
+        redis_set.until(lambda: sentinel.sentinel_failover(MASTER), "a failover accepted")
 
         def every_sentinel_names_the_replica() -> bool:
             return all(
@@ -422,7 +422,7 @@ async def test_after_a_failover_pooled_connections_to_the_old_master_are_not_use
                 for port in redis_set.sentinel_ports
             )
 
-        redis_set._until(every_sentinel_names_the_replica, "every Sentinel naming the replica")
+        redis_set.until(every_sentinel_names_the_replica, "every Sentinel naming the replica")
 
         # No error, and every write on the new master; nothing of the pool left on the old one.
         for i in range(5):
