@@ -73,6 +73,53 @@ class PresenceFeed:
         await self._send(version, online)
 
 
+class RoomPresenceFeed:
+    """The presence frames of one room's sockets in this process, coalesced once for all of them.
+
+    Every socket of the room hears each `presence.changed`; each hands it to this one feed, which
+    keeps only the newest version and at most once an `interval` gives it to every socket still
+    behind it (`send(member, version, online)`: it only queues a prebuilt frame). A thousand
+    sockets joining a room within a second cost one flush, not a thousand timers and a million
+    per-socket offers. The timer is the event loop's (`call_later`), not a task of any socket.
+    """
+
+    def __init__(
+        self,
+        *,
+        members: Callable[[], Any],
+        send: Callable[[Any, int, Online], None],
+        interval: Callable[[], float],
+    ) -> None:
+        self._members = members
+        self._send = send
+        self._interval = interval
+        self.version = -1
+        self._online: Online = []
+        self._sent_at = -float("inf")
+        self._timer: asyncio.TimerHandle | None = None
+
+    def offer(self, version: int, online: Online) -> None:
+        if version <= self.version:
+            return  # the other sockets' copies of one event, or an older state
+        self.version, self._online = version, online
+        if self._timer is not None:
+            return  # a flush is scheduled; it carries this newest state
+        wait = self._sent_at + self._interval() - time.monotonic()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(0.0, wait), self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        self._sent_at = time.monotonic()
+        for member in list(self._members()):
+            self._send(member, self.version, self._online)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class Typing:
     """One connection's typing in a room: on (until the expiry), off, and cleared when it ends.
 

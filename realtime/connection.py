@@ -196,14 +196,26 @@ class Connection(AsyncWebsocketConsumer):
                 self._behind = True
                 self.behind_since = time.monotonic()
             return
-        self._outbox.append(self.outgoing(event))
+        item = self.outgoing(event)
+        if item is None:
+            return
+        self._outbox.append(item)
         if not self._wake.is_set():
             self._wake.set()
 
-    def outgoing(self, event: dict[str, Any]) -> dict[str, Any] | str:
+    def deliver_frame(self, frame: str) -> None:
+        """Queue a frame built for this socket (it goes out after what is already queued)."""
+        if self.closing:
+            return
+        self._outbox.append(frame)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def outgoing(self, event: dict[str, Any]) -> dict[str, Any] | str | None:
         """What the writer gets for `event`: the event (its handler runs then), or, when the
         event is nothing but a frame for this socket, that frame's text (sent as it is: no
-        dispatch, no framing per socket: the hot path of a broadcast)."""
+        dispatch, no framing per socket: the hot path of a broadcast), or None (handled here
+        and now, nothing to queue)."""
         return event
 
     def on_overflow(self, event: dict[str, Any]) -> bool:
@@ -231,7 +243,7 @@ class Connection(AsyncWebsocketConsumer):
                 await wake.wait()
                 continue
             event = outbox.popleft()
-            if event.__class__ is str:
+            if isinstance(event, str):
                 try:
                     await self.base_send({"type": "websocket.send", "text": event})
                 except Exception:  # the client is gone: its disconnect ends the connection

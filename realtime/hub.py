@@ -40,7 +40,7 @@ from realtime.redis import LoopLocalRedis, bounded_pool
 logger = logging.getLogger(__name__)
 
 RETRY_MIN_SECONDS = 0.1
-RETRY_MAX_SECONDS = 2.0
+RETRY_MAX_SECONDS = 1.0
 READ_TIMEOUT_SECONDS = 5.0  # the reader's longest wait for a message (then it checks health)
 SUBSCRIBE_TIMEOUT_SECONDS = 5.0  # a socket that cannot subscribe in this long is refused (1012)
 PUBLISH_BATCH = 256  # events sent to Redis in one pipeline at most

@@ -10,6 +10,7 @@ frame (to the sender only), and a socket that keeps sending them is closed with 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -20,7 +21,7 @@ from django.conf import settings
 
 from accounts.tokens import TokenGrant
 from presence import services as presence
-from presence.live import PresenceFeed, Typing
+from presence.live import PresenceFeed, RoomPresenceFeed, Typing
 from presence.store import PresenceState
 from realtime import metrics, outage
 from realtime.connection import Connection
@@ -190,6 +191,8 @@ class RoomConsumer(_SeatedConnection):
         if not getattr(self, "in_presence", False):
             return
         room_ticker.exit(self.room_id, self)
+        if not room_ticker.members(self.room_id):
+            _room_presence_done(self.room_id)
         if getattr(self, "opened", False):
             metrics.socket_closed(len(room_ticker.members(self.room_id)))
             logger.info(
@@ -325,13 +328,18 @@ class RoomConsumer(_SeatedConnection):
 
     # --- Live events (from the hub, in order, through the outbox) ---------------------------------
 
-    def outgoing(self, event: dict[str, Any]) -> dict[str, Any] | str:
+    def outgoing(self, event: dict[str, Any]) -> dict[str, Any] | str | None:
         """An entry is its prebuilt frame for this socket's mode, unless this socket is typing
-        and the entry is its person's (then the handler also ends the typing)."""
-        if event.get("type") == "entry.created" and not (
+        and the entry is its person's (then the handler also ends the typing). Presence goes to
+        the room's one feed in this process, which queues the coalesced frame for every socket."""
+        kind = event.get("type")
+        if kind == "entry.created" and not (
             self.typing.active and event["entry"]["author"] == self.username
         ):
             return event["frames"][self.renderer.mode]
+        if kind == "presence.changed":
+            _room_presence(self.room_id).offer(event["version"], event["online"])
+            return None
         return event
 
     def on_overflow(self, event: dict[str, Any]) -> bool:
@@ -361,7 +369,15 @@ class RoomConsumer(_SeatedConnection):
                 logger.warning("could not clear typing in room %s: %s", self.room_id, exc)
 
     async def presence_changed(self, event: PresenceChanged) -> None:
-        await self.feed.offer(event["version"], event["online"])
+        _room_presence(self.room_id).offer(event["version"], event["online"])
+
+    def queue_presence(self, version: int, online: list[dict[str, Any]]) -> None:
+        """The room's feed has a newer state than this socket showed: queue its frame."""
+        if version <= self.feed.version or self.closing:
+            return
+        self.feed.version = version
+        metrics.frame_out("presence")
+        self.deliver_frame(self.renderer.presence(version, online))
 
     async def access_revoked(self, event: AccessRevoked) -> None:
         if event["room_id"] == self.room_id:
@@ -487,6 +503,27 @@ def _too_far_behind(sockets: set[RoomConsumer]) -> list[RoomConsumer]:
 
 
 _online: dict[int, set[str]] = {}  # who each ticking room showed online at its last tick
+_room_feeds: dict[tuple[int, int], RoomPresenceFeed] = {}
+
+
+def _room_presence(room_id: int) -> RoomPresenceFeed:
+    """The room's presence feed on this event loop (made with the room's first socket)."""
+    key = (id(asyncio.get_running_loop()), room_id)
+    feed = _room_feeds.get(key)
+    if feed is None:
+        feed = _room_feeds[key] = RoomPresenceFeed(
+            members=lambda: room_ticker.members(room_id),
+            send=lambda socket, version, online: socket.queue_presence(version, online),
+            interval=lambda: settings.PRESENCE_BROADCAST_INTERVAL_SECONDS,
+        )
+    return feed
+
+
+def _room_presence_done(room_id: int) -> None:
+    """The room's last socket here left: its feed goes (and its timer with it)."""
+    feed = _room_feeds.pop((id(asyncio.get_running_loop()), room_id), None)
+    if feed is not None:
+        feed.close()
 
 
 async def _heartbeat(room_id: int, sockets: set[RoomConsumer]) -> PresenceState:

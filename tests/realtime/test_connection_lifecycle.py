@@ -66,20 +66,26 @@ async def test_a_handler_that_raises_leaves_nothing_behind(
     connect, lobby, alice, bob, fast_heartbeat, monkeypatch
 ):
     alice_ws = await connect(alice, "lobby")
+    bob_ws = await connect(bob, "lobby")
     await alice_ws.receive_type("sync")
+    await bob_ws.receive_type("sync")
 
     async def broken(self, event):
         raise RuntimeError("a bug in a handler")
 
-    monkeypatch.setattr(RoomConsumer, "presence_changed", broken)
-    bob_ws = await connect(bob, "lobby")  # bob's arrival reaches alice's broken handler
+    monkeypatch.setattr(RoomConsumer, "access_revoked", broken)
+    # An event for alice's sockets reaches her broken handler (bob hears nothing of it).
+    await get_hub().publish(
+        f"user.{alice.id}", {"type": "access.revoked", "room_id": 0, "user_id": alice.id}
+    )
     assert await alice_ws.receive_close(timeout=5) == 1011
-    # bob's socket hit the same handler when alice left: both are gone, nothing remains.
-    assert await bob_ws.receive_close(timeout=5) == 1011
-    found = await nothing_left(lobby.id, [alice.id, bob.id])
-    assert found.none, found
-    await asyncio.sleep(1)
-    assert (await leftovers(lobby.id, [alice.id, bob.id])).none
+    await asyncio.sleep(1)  # several heartbeats later: her record and subscriptions are gone
+    left = await leftovers(lobby.id, [alice.id])
+    assert not left.user_groups[alice.id], left
+    assert len(left.presence) == 1  # bob's socket goes on
+    assert len([t for t in left.tasks if t.endswith(":outbox")]) == 1
+    await bob_ws.send({"type": "expression", "expression": "1+1"})
+    assert (await bob_ws.receive_type("entry"))["entry"]["result"] == "2"
 
 
 async def test_a_cancelled_connection_still_cleans_up(connect, lobby, alice, fast_heartbeat):
