@@ -134,6 +134,7 @@ class RoomConsumer(_SeatedConnection):
         self.in_presence = False
 
         self.missed_seq = 0  # the newest entry dropped for this socket while it read too slowly
+        self.read_pending = 0  # the newest seq the page said it showed, not yet stored
 
         await self.listen(room_group(room.id))
         await self.listen(user_group(user.id))
@@ -144,6 +145,7 @@ class RoomConsumer(_SeatedConnection):
         )
         # Read after listening: an entry stored before this is in `sync`, one after it is heard.
         last_seq = await database_sync_to_async(selectors.room_last_seq)(room_id=room.id)
+        _seen_seq(room.id, last_seq)
         await self.accept(subprotocol=self.renderer.subprotocol)
         await self.feed.show(state)
         await self.send_frame(self.renderer.sync(last_seq))
@@ -193,6 +195,14 @@ class RoomConsumer(_SeatedConnection):
         room_ticker.exit(self.room_id, self)
         if not room_ticker.members(self.room_id):
             _room_presence_done(self.room_id)
+            _room_seq.pop(self.room_id, None)
+        if self.read_pending:
+            await self.end_step(
+                database_sync_to_async(services.read_positions_advance)(
+                    room_id=self.room_id, positions={self.user.id: self.read_pending}
+                ),
+                "read position",
+            )
         if getattr(self, "opened", False):
             metrics.socket_closed(len(room_ticker.members(self.room_id)))
             logger.info(
@@ -302,7 +312,20 @@ class RoomConsumer(_SeatedConnection):
         await (self.typing.start() if typing else self.typing.stop())
 
     async def _on_read(self, seq: object) -> None:
-        """The page showed every entry up to `seq` while visible: the read position advances."""
+        """The page showed every entry up to `seq` while visible: the read position advances.
+
+        A page sends one a second while visible, so a room of a thousand open pages would be a
+        thousand updates a second: a seq this process knows the room has is kept, and the room's
+        next tick stores every socket's newest at once (`services.read_positions_advance`); the
+        socket's end stores its own. Only a seq past what this process has seen of the room is
+        checked at once (it may be wrong, or just ahead of a broadcast still on its way).
+        """
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            await self._refuse("invalid_frame", "seq must be a whole number.", None)
+            return
+        if seq <= _room_seq.get(self.room_id, 0):
+            self.read_pending = max(self.read_pending, seq)
+            return
         try:
             await database_sync_to_async(services.read_position_advance)(
                 room_id=self.room_id, user=self.user, seq=seq
@@ -333,6 +356,8 @@ class RoomConsumer(_SeatedConnection):
         and the entry is its person's (then the handler also ends the typing). Presence goes to
         the room's one feed in this process, which queues the coalesced frame for every socket."""
         kind = event.get("type")
+        if kind == "entry.created":
+            _seen_seq(self.room_id, event["entry"]["seq"])
         if kind == "entry.created" and not (
             self.typing.active and event["entry"]["author"] == self.username
         ):
@@ -466,6 +491,7 @@ async def _room_tick(room_id: int, sockets: set[RoomConsumer], tick: int) -> Non
         )
         metrics.refusal(CLOSE_TOO_FAR_BEHIND)
         await socket.close(code=CLOSE_TOO_FAR_BEHIND)
+    await _store_read_positions(room_id, sockets)
     lost = await database_sync_to_async(selectors.seats_recheck)(
         room_id=room_id, seats={socket.seat for socket in sockets}
     )
@@ -484,6 +510,7 @@ async def _room_tick(room_id: int, sockets: set[RoomConsumer], tick: int) -> Non
             await socket.close(code=code)
     if resync or tick % _every(settings.SYNC_INTERVAL_SECONDS) == 0:
         last_seq = await database_sync_to_async(selectors.room_last_seq)(room_id=room_id)
+        _seen_seq(room_id, last_seq)
         for socket in sockets:
             await socket.send_frame(socket.renderer.sync(last_seq))
         metrics.frame_out("sync", len(sockets))
@@ -500,6 +527,28 @@ def _too_far_behind(sockets: set[RoomConsumer]) -> list[RoomConsumer]:
         for socket in sockets
         if socket.behind_since is not None and now - socket.behind_since >= limit
     ]
+
+
+async def _store_read_positions(room_id: int, sockets: set[RoomConsumer]) -> None:
+    """Store the newest read position each person's sockets here reported since the last tick."""
+    positions: dict[int, int] = {}
+    for socket in sockets:
+        if socket.read_pending:
+            uid = socket.user.id
+            positions[uid] = max(positions.get(uid, 0), socket.read_pending)
+            socket.read_pending = 0
+    if positions:
+        await database_sync_to_async(services.read_positions_advance)(
+            room_id=room_id, positions=positions
+        )
+
+
+_room_seq: dict[int, int] = {}  # the newest seq this process has seen of each room with sockets
+
+
+def _seen_seq(room_id: int, seq: int) -> None:
+    if seq > _room_seq.get(room_id, 0):
+        _room_seq[room_id] = seq
 
 
 _online: dict[int, set[str]] = {}  # who each ticking room showed online at its last tick

@@ -18,6 +18,8 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, close_old_connections, transaction
+from django.db.models import Case, F, Value, When
+from django.db.models.functions import Greatest
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -307,6 +309,51 @@ def read_position_advance(*, room_id: int, user: User, seq: object) -> int:
             send_event_on_commit(me_group(user.pk), event)
             return seq
     return selectors.read_position(room_id=room.pk, user_id=user.pk)  # it was further already
+
+
+def read_positions_advance(*, room_id: int, positions: dict[int, int]) -> int:
+    """Many people's read positions in one room at once (`{user_id: seq}`, each clamped to the
+    room's last seq, never moving back): what a room's sockets in one process said they showed
+    since the room's last tick. Three queries whatever their number; each person whose position
+    moved hears their new unread count. Returns how many moved. Non-members move nothing.
+    """
+    if not positions:
+        return 0
+    room = Room.objects.filter(pk=room_id).values("slug", "last_seq").first()
+    if room is None:
+        return 0
+    wanted = {user_id: min(int(seq), room["last_seq"]) for user_id, seq in positions.items()}
+    with transaction.atomic():
+        current = dict(
+            Membership.objects.filter(room_id=room_id, user_id__in=wanted).values_list(
+                "user_id", "last_read_seq"
+            )
+        )
+        moved = {uid: seq for uid, seq in wanted.items() if uid in current and current[uid] < seq}
+        if not moved:
+            return 0
+        Membership.objects.filter(room_id=room_id, user_id__in=moved).update(
+            last_read_seq=Greatest(
+                F("last_read_seq"),
+                Case(*(When(user_id=uid, then=Value(seq)) for uid, seq in moved.items())),
+            )
+        )
+        slug, last_seq = room["slug"], room["last_seq"]
+        send_events_on_commit(
+            lambda: [
+                (
+                    me_group(uid),
+                    UnreadChanged(
+                        type="unread.changed",
+                        room=slug,
+                        unread=max(0, last_seq - seq),
+                        activity=None,
+                    ),
+                )
+                for uid, seq in moved.items()
+            ]
+        )
+    return len(moved)
 
 
 def _entry_created(room_id: int, entry: Entry) -> EntryCreated:

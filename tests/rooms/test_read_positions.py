@@ -3,6 +3,7 @@ and history search (text, author, a date) with the trigram index behind it on Po
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -123,7 +124,74 @@ async def test_a_read_frame_advances_the_read_position(connect, alice, bob, lobb
     await socket.send({"type": "read", "seq": 99})
     error = await socket.receive_type("error")
     assert error["code"] == "invalid_frame"
+    # Kept, and stored by the room's next tick (every open page sends one a second).
+    for _ in range(100):
+        if await sync_to_async(read_of)(lobby, bob) == 2:
+            break
+        await asyncio.sleep(0.05)
     assert await sync_to_async(read_of)(lobby, bob) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_many_pages_read_positions_are_stored_together_and_on_close(
+    connect, alice, bob, lobby, settings
+):
+    settings.ROOM_TICK_SECONDS = 0.2
+    await sync_to_async(write)(lobby, alice, 5)
+    alice_ws = await connect(alice, "lobby")
+    bob_ws = await connect(bob, "lobby")
+    await alice_ws.send({"type": "read", "seq": 4})
+    await bob_ws.send({"type": "read", "seq": 3})
+    for _ in range(100):
+        if (
+            await sync_to_async(read_of)(lobby, alice),
+            await sync_to_async(read_of)(lobby, bob),
+        ) == (
+            4,
+            3,
+        ):
+            break
+        await asyncio.sleep(0.05)
+    assert await sync_to_async(read_of)(lobby, alice) == 4
+    assert await sync_to_async(read_of)(lobby, bob) == 3
+    # A position never moves back; a page that closes right after reading keeps what it read.
+    settings.ROOM_TICK_SECONDS = 5
+    await asyncio.sleep(0.3)
+    await bob_ws.send({"type": "read", "seq": 1})
+    await bob_ws.send({"type": "read", "seq": 5})
+    await bob_ws.close()
+    for _ in range(100):
+        if await sync_to_async(read_of)(lobby, bob) == 5:
+            break
+        await asyncio.sleep(0.05)
+    assert await sync_to_async(read_of)(lobby, bob) == 5
+
+
+@pytest.mark.django_db
+def test_storing_many_positions_takes_the_same_few_queries_and_tells_each_room_list(
+    alice,
+    bob,
+    carol,
+    lobby,
+    sent_events,
+    django_assert_num_queries,
+    django_capture_on_commit_callbacks,
+):
+    MembershipFactory(room=lobby, user=carol)
+    write(lobby, alice, 6)
+    with django_capture_on_commit_callbacks(execute=True), django_assert_num_queries(5):
+        # the room, the current positions, the update (and the transaction's savepoint pair)
+        moved = services.read_positions_advance(
+            room_id=lobby.pk, positions={alice.pk: 6, bob.pk: 2, carol.pk: 99, 12345: 3}
+        )
+    assert moved == 3  # carol clamped to the room's last seq; a stranger moves nothing
+    assert (read_of(lobby, alice), read_of(lobby, bob), read_of(lobby, carol)) == (6, 2, 6)
+    unread = sorted(
+        (group, e["unread"]) for group, e in sent_events if e["type"] == "unread.changed"
+    )
+    assert unread == sorted([(f"me.{alice.pk}", 0), (f"me.{bob.pk}", 4), (f"me.{carol.pk}", 0)])
+    assert services.read_positions_advance(room_id=lobby.pk, positions={bob.pk: 1}) == 0
+    assert read_of(lobby, bob) == 2
 
 
 async def _room_list_socket(user) -> WebsocketCommunicator:
