@@ -42,3 +42,30 @@ async def test_idle_layer_socket_survives_ten_seconds_then_receives() -> None:
     message = await asyncio.wait_for(receiving, 5)
     assert message == {"type": "still.here", "n": 1}
     await layer.group_discard("idle-check", channel)
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis")
+async def test_idle_live_subscription_survives_ten_seconds_then_delivers() -> None:
+    """The hub's one subscriber connection waits without a socket timeout: an idle room (no
+    event for a long while) keeps its subscription, and the next event arrives."""
+    from realtime import outage
+    from realtime.hub import get_hub
+
+    class Sink:
+        def __init__(self) -> None:
+            self.events: asyncio.Queue[dict] = asyncio.Queue()
+
+        def deliver(self, event: dict) -> None:
+            self.events.put_nowait(event)
+
+        def resumed(self) -> None:
+            raise AssertionError("the subscription was lost while idle")
+
+    hub = get_hub()
+    sink = Sink()
+    await hub.subscribe("idle-check", sink)
+    await asyncio.sleep(10.5)
+    assert not outage.REDIS.down
+    await hub.publish("idle-check", {"type": "still.here", "n": 1})
+    assert await asyncio.wait_for(sink.events.get(), 5) == {"type": "still.here", "n": 1}
+    await hub.unsubscribe("idle-check", sink)
