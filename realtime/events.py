@@ -80,16 +80,37 @@ class TokenRevoked(TypedDict):
 
 
 class UnreadChanged(TypedDict):
-    """A room's unread count for one person changed (a new entry, or their read position moved):
-    sent to that person's room-list group (`me_group`)."""
+    """A person's read position in a room moved: sent to that person's room lists (`me_group`)."""
 
     type: Literal["unread.changed"]
     room: str  # the room's slug
+    room_id: int
+    read_seq: int  # the person's read position now
     unread: int
-    activity: str | None  # ISO time of the room's newest entry, when a new one arrived
+    activity: str | None  # always None: a new entry is a `room.activity`
 
 
-Event = EntryCreated | PresenceChanged | AccessRevoked | SessionEnded | TokenRevoked | UnreadChanged
+class RoomActivity(TypedDict):
+    """A new entry in a room, for the room lists of its members (`activity_group`): one event per
+    entry, whatever the room's size; each room-list socket works out its person's unread count
+    from the read position it holds."""
+
+    type: Literal["room.activity"]
+    room: str  # the room's slug
+    room_id: int
+    last_seq: int
+    activity: str  # ISO time of the entry
+
+
+Event = (
+    EntryCreated
+    | PresenceChanged
+    | AccessRevoked
+    | SessionEnded
+    | TokenRevoked
+    | UnreadChanged
+    | RoomActivity
+)
 
 
 def room_group(room_id: int) -> str:
@@ -109,6 +130,11 @@ def me_group(user_id: int) -> str:
     an event per entry of every other room they belong to.
     """
     return f"me.{user_id}"
+
+
+def activity_group(room_id: int) -> str:
+    """The topic the room lists of a room's members listen to: one event per new entry."""
+    return f"activity.{room_id}"
 
 
 async def asend_event(group: str, event: Event) -> None:

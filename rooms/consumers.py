@@ -29,9 +29,11 @@ from realtime.events import (
     AccessRevoked,
     EntryCreated,
     PresenceChanged,
+    RoomActivity,
     SessionEnded,
     TokenRevoked,
     UnreadChanged,
+    activity_group,
     me_group,
     room_group,
     user_group,
@@ -421,10 +423,15 @@ class RoomConsumer(_SeatedConnection):
 
 
 class RoomListConsumer(_SeatedConnection):
-    """The room list's socket: `/ws/me/`. It only listens: each `unread.changed` of its person
-    (a new entry in one of their rooms, their read position moving) becomes a JSON frame
-    `{"v": 1, "type": "unread", "room": <slug>, "unread": N, "activity": <ISO time> | null}`.
-    It closes with 4401 when its session ends or its token is revoked, like the room sockets."""
+    """The room list's socket: `/ws/me/`. It only listens: a new entry in one of its person's rooms
+    (`room.activity`, one event per entry on the room's activity topic, whatever the room's size)
+    and its person's read position moving (`unread.changed` on `me.<id>`) each become a JSON frame
+    `{"v": 1, "type": "unread", "room": <slug>, "unread": N, "activity": <ISO time> | null}`; the
+    socket holds its person's read positions to work out the count. It closes with 4401 when its
+    session ends or its token is revoked, like the room sockets. Rooms joined after it opened show
+    on the list's next load."""
+
+    positions: dict[int, list[Any]]  # room_id -> [slug, read position]
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -435,18 +442,39 @@ class RoomListConsumer(_SeatedConnection):
         self.seat = self._seat_for(user, self.scope.get("access_token"))
         await self.listen(user_group(user.id))
         await self.listen(me_group(user.id))
+        for room_id in await database_sync_to_async(self._rooms)(user.id):
+            await self.listen(activity_group(room_id))
+        # Read after listening: a position that moves after this is heard.
+        self.positions = {
+            room_id: [slug, read]
+            for room_id, (slug, read) in (
+                await database_sync_to_async(selectors.read_positions_of)(user_id=user.id)
+            ).items()
+        }
         await self.accept()
+
+    @staticmethod
+    def _rooms(user_id: int) -> list[int]:
+        return list(selectors.read_positions_of(user_id=user_id))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Nothing to say to this socket: frames from the client are ignored."""
 
     async def unread_changed(self, event: UnreadChanged) -> None:
+        known = self.positions.get(event["room_id"])
+        if known is not None:
+            known[1] = max(known[1], event["read_seq"])
+        await self._send_unread(event["room"], event["unread"], event["activity"])
+
+    async def room_activity(self, event: RoomActivity) -> None:
+        known = self.positions.get(event["room_id"])
+        if known is None:
+            return
+        await self._send_unread(known[0], max(0, event["last_seq"] - known[1]), event["activity"])
+
+    async def _send_unread(self, room: str, unread: int, activity: str | None) -> None:
         metrics.frame_out("unread")
-        await self.send_frame(
-            json_frame(
-                "unread", room=event["room"], unread=event["unread"], activity=event["activity"]
-            )
-        )
+        await self.send_frame(json_frame("unread", room=room, unread=unread, activity=activity))
 
     async def access_revoked(self, event: AccessRevoked) -> None:
         """A room's sockets close; the room list shows the change on its next load."""

@@ -321,6 +321,14 @@ def entries_before(
     return EntryPage(entries=rows, has_more=has_more)
 
 
+def read_positions_of(*, user_id: int) -> dict[int, tuple[str, int]]:
+    """Every room the person is a member of: `{room_id: (slug, read position)}` (one query)."""
+    rows = Membership.objects.filter(user_id=user_id).values_list(
+        "room_id", "room__slug", "last_read_seq"
+    )
+    return {room_id: (slug, last_read) for room_id, slug, last_read in rows}
+
+
 def read_position(*, room_id: int, user_id: int) -> int:
     """The person's read position in the room (0 when they are not a member)."""
     rows = Membership.objects.filter(room_id=room_id, user_id=user_id)

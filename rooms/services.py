@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, close_old_connections, transaction
+from django.db import IntegrityError, close_old_connections, transaction
 from django.db.models import Case, F, Value, When
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -29,7 +29,9 @@ from realtime.events import (
     AccessRevoked,
     EntryCreated,
     Event,
+    RoomActivity,
     UnreadChanged,
+    activity_group,
     me_group,
     room_group,
     send_event_on_commit,
@@ -255,29 +257,17 @@ def _entry_store(
 
 
 def _entry_events(room: Room, entry: Entry) -> list[tuple[str, Event]]:
-    """The room's broadcast, then its members' room lists: one publish after commit."""
-    events: list[tuple[str, Event]] = [(room_group(room.pk), _entry_created(room.pk, entry))]
-    try:
-        events.extend(_unread_events(room, entry))
-    except DatabaseError as exc:  # the room still hears the entry; room lists catch up on load
-        logger.warning("could not read unread counts: %s: %s", type(exc).__name__, exc)
-    return events
-
-
-def _unread_events(room: Room, entry: Entry) -> list[tuple[str, Event]]:
-    """Each member's new unread count in the room, for their room lists (one query)."""
-    activity = entry_as_dict(entry)["created"]
-    members = Membership.objects.filter(room_id=room.pk).values_list("user_id", "last_read_seq")
-    events: list[tuple[str, Event]] = []
-    for user_id, last_read in members:
-        event: UnreadChanged = {
-            "type": "unread.changed",
-            "room": room.slug,
-            "unread": max(0, entry.seq - last_read),
-            "activity": activity,
-        }
-        events.append((me_group(user_id), event))
-    return events
+    """The room's broadcast, then one event for its members' room lists (each works out its
+    person's unread count): two messages per entry, whatever the room's size."""
+    created = _entry_created(room.pk, entry)
+    activity: RoomActivity = {
+        "type": "room.activity",
+        "room": room.slug,
+        "room_id": room.pk,
+        "last_seq": entry.seq,
+        "activity": created["entry"]["created"],
+    }
+    return [(room_group(room.pk), created), (activity_group(room.pk), activity)]
 
 
 def read_position_advance(*, room_id: int, user: User, seq: object) -> int:
@@ -303,6 +293,8 @@ def read_position_advance(*, room_id: int, user: User, seq: object) -> int:
             event: UnreadChanged = {
                 "type": "unread.changed",
                 "room": room.slug,
+                "room_id": room.pk,
+                "read_seq": seq,
                 "unread": max(0, room.last_seq - seq),
                 "activity": None,
             }
@@ -346,6 +338,8 @@ def read_positions_advance(*, room_id: int, positions: dict[int, int]) -> int:
                     UnreadChanged(
                         type="unread.changed",
                         room=slug,
+                        room_id=room_id,
+                        read_seq=seq,
                         unread=max(0, last_seq - seq),
                         activity=None,
                     ),

@@ -88,7 +88,7 @@ def test_joining_starts_with_everything_read(alice, carol, lobby):
 
 
 @pytest.mark.django_db
-def test_a_new_entry_tells_each_member_their_unread_count(
+def test_a_new_entry_is_one_event_for_every_members_room_list(
     alice, bob, lobby, sent_events, django_capture_on_commit_callbacks
 ):
     services.read_position_advance(room_id=lobby.pk, user=alice, seq=0)
@@ -96,19 +96,20 @@ def test_a_new_entry_tells_each_member_their_unread_count(
         write(lobby, alice, 2)
     with django_capture_on_commit_callbacks(execute=True):
         services.read_position_advance(room_id=lobby.pk, user=bob, seq=1)
+    activity = [(g, e["last_seq"]) for g, e in sent_events if e["type"] == "room.activity"]
+    # One event per entry for the room lists, however many members the room has.
+    assert activity == [(f"activity.{lobby.pk}", 1), (f"activity.{lobby.pk}", 2)]
     unread = [
-        (group, e["unread"], e["activity"] is not None)
+        (group, e["read_seq"], e["unread"], e["activity"])
         for group, e in sent_events
         if e["type"] == "unread.changed"
     ]
-    assert (f"me.{bob.pk}", 2, True) in unread
-    assert (f"me.{alice.pk}", 2, True) in unread
-    assert unread[-1] == (f"me.{bob.pk}", 1, False)  # bob read up to 1: one left, no activity
-    # The room sockets' groups never hear it.
+    assert unread == [(f"me.{bob.pk}", 1, 1, None)]  # bob read up to 1: one left
+    # The room sockets' topics never hear it.
     assert all(
         not g.startswith(("room.", "user."))
         for g, e in sent_events
-        if e["type"] == "unread.changed"
+        if e["type"] in ("unread.changed", "room.activity")
     )
 
 
@@ -222,6 +223,10 @@ async def test_the_room_list_socket_hears_unread_counts(alice, bob, lobby):
         await sync_to_async(services.read_position_advance)(room_id=lobby.pk, user=bob, seq=1)
         frame = await communicator.receive_json_from(timeout=5)
         assert (frame["room"], frame["unread"], frame["activity"]) == ("lobby", 0, None)
+        # The next entries count from the position the socket heard move, not from the start.
+        await sync_to_async(write)(lobby, alice, 2)
+        counts = [(await communicator.receive_json_from(timeout=5))["unread"] for _ in range(2)]
+        assert counts == [1, 2]
     finally:
         await communicator.disconnect()
 
