@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 RETRY_MIN_SECONDS = 0.1
 RETRY_MAX_SECONDS = 1.0
 READ_TIMEOUT_SECONDS = 5.0  # the reader's longest wait for a message (then it checks health)
+RECONCILE_SECONDS = 5.0  # how often the reader checks Redis has exactly the topics wanted
 SUBSCRIBE_TIMEOUT_SECONDS = 5.0  # a socket that cannot subscribe in this long is refused (1012)
 PUBLISH_BATCH = 256  # events sent to Redis in one pipeline at most
 
@@ -75,12 +76,14 @@ class Hub:
         self._bind()
         sinks = self._sinks.setdefault(topic, set())
         sinks.add(sink)
-        if len(sinks) == 1:
-            try:
+        try:
+            if len(sinks) == 1:
                 await self._subscribed(topic)
-            except BaseException:
-                self._discard(topic, sink)
-                raise
+            else:  # another socket subscribed it a moment ago: wait for the same confirmation
+                await self._confirmed(topic)
+        except BaseException:
+            self._discard(topic, sink)
+            raise
 
     async def unsubscribe(self, topic: str, sink: Sink) -> None:
         if self._discard(topic, sink):
@@ -193,6 +196,9 @@ class Hub:
     async def _subscribed(self, topic: str) -> None:
         raise NotImplementedError
 
+    async def _confirmed(self, topic: str) -> None:
+        """Wait until a subscription already asked for is live."""
+
     async def _unsubscribed(self, topic: str) -> None:
         raise NotImplementedError
 
@@ -255,6 +261,7 @@ class RedisHub(Hub):
         self._reader: asyncio.Task[None] | None = None
         self._pubsub: Any = None  # the reader's, while it is connected
         self._confirms: dict[str, asyncio.Future[None]] = {}
+        self._active: set[str] = set()  # topics Redis confirmed on the reader's connection
 
     def channel(self, topic: str) -> str:
         return self.prefix + topic
@@ -266,6 +273,7 @@ class RedisHub(Hub):
         self._reader = None
         self._pubsub = None
         self._confirms = {}
+        self._active = set()
 
     def _bind(self) -> None:
         super()._bind()
@@ -295,13 +303,19 @@ class RedisHub(Hub):
         return future
 
     async def _subscribed(self, topic: str) -> None:
-        future = self._confirm(topic)
+        self._confirm(topic)
         pubsub = self._pubsub
         if pubsub is not None:
             try:
                 await pubsub.subscribe(self.channel(topic))
             except (RedisError, OSError) as exc:
                 outage.REDIS.failed(exc)  # the reader reconnects and subscribes it then
+        await self._confirmed(topic)
+
+    async def _confirmed(self, topic: str) -> None:
+        future = self._confirms.get(topic)
+        if future is None or future.done():
+            return
         try:
             await asyncio.wait_for(asyncio.shield(future), SUBSCRIBE_TIMEOUT_SECONDS)
         except TimeoutError:
@@ -335,11 +349,15 @@ class RedisHub(Hub):
                 pause = RETRY_MIN_SECONDS
                 outage.REDIS.recovered()
                 first = True
+                checked = time.monotonic()
                 while True:
                     message = await pubsub.get_message(timeout=READ_TIMEOUT_SECONDS)
                     while message is not None:
                         self._handle(message)
                         message = await pubsub.get_message(timeout=0)
+                    if time.monotonic() - checked >= RECONCILE_SECONDS:
+                        checked = time.monotonic()
+                        await self._reconcile(pubsub)
                     if first:
                         first = False
                         if cut_off:  # subscribed again (the confirmations were just read)
@@ -350,6 +368,7 @@ class RedisHub(Hub):
             except (RedisError, OSError, TimeoutError) as exc:
                 outage.REDIS.failed(exc)
                 cut_off = True
+                self._active = set()
             except Exception:
                 logger.exception("the live subscription failed")
                 cut_off = True
@@ -360,6 +379,17 @@ class RedisHub(Hub):
             await asyncio.sleep(pause)
             pause = min(RETRY_MAX_SECONDS, pause * 2)
 
+    async def _reconcile(self, pubsub: Any) -> None:
+        """Make what Redis has match what the sockets want (a SUBSCRIBE and an UNSUBSCRIBE of one
+        topic racing each other, when its last socket left as a new one came, end right)."""
+        wanted = set(self.topics())
+        missing = wanted - self._active
+        extra = self._active - wanted
+        if missing:
+            await pubsub.subscribe(*(self.channel(t) for t in missing))
+        if extra:
+            await pubsub.unsubscribe(*(self.channel(t) for t in extra))
+
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         channel = message.get("channel")
@@ -369,9 +399,13 @@ class RedisHub(Hub):
             return
         topic = channel[len(self.prefix) :]
         if kind == "subscribe":
+            self._active.add(topic)
             future = self._confirms.get(topic)
             if future is not None and not future.done():
                 future.set_result(None)
+            return
+        if kind == "unsubscribe":
+            self._active.discard(topic)
             return
         if kind != "message":
             return
