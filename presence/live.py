@@ -78,7 +78,8 @@ class RoomPresenceFeed:
 
     Every socket of the room hears each `presence.changed`; each hands it to this one feed, which
     keeps only the newest version and at most once an `interval` gives it to every socket still
-    behind it (`send(member, version, online)`: it only queues a prebuilt frame). A thousand
+    behind it (`send(member, version, online)`: it only queues a prebuilt frame, and says whether
+    it did; `flushed(n)` hears how many did). A thousand
     sockets joining a room within a second cost one flush, not a thousand timers and a million
     per-socket offers. The timer is the event loop's (`call_later`), not a task of any socket.
     """
@@ -87,12 +88,14 @@ class RoomPresenceFeed:
         self,
         *,
         members: Callable[[], Any],
-        send: Callable[[Any, int, Online], None],
+        send: Callable[[Any, int, Online], bool],
         interval: Callable[[], float],
+        flushed: Callable[[int], None] = lambda sent: None,
     ) -> None:
         self._members = members
         self._send = send
         self._interval = interval
+        self._flushed = flushed
         self.version = -1
         self._online: Online = []
         self._sent_at = -float("inf")
@@ -111,8 +114,10 @@ class RoomPresenceFeed:
     def _flush(self) -> None:
         self._timer = None
         self._sent_at = time.monotonic()
+        sent = 0
         for member in list(self._members()):
-            self._send(member, self.version, self._online)
+            sent += bool(self._send(member, self.version, self._online))
+        self._flushed(sent)
 
     def close(self) -> None:
         if self._timer is not None:

@@ -20,6 +20,7 @@ from accounts.tokens import BearerTokenSocketMiddleware  # noqa: E402
 from project.hygiene import RefuseUnrouted, StaticFiles  # noqa: E402
 from project.origins import OriginCheck  # noqa: E402
 from project.outage import SocketOutage  # noqa: E402
+from realtime.connection import DirectSend  # noqa: E402
 from rooms.routing import websocket_urlpatterns  # noqa: E402
 
 http_app = StaticFiles(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
@@ -34,10 +35,12 @@ application = ProtocolTypeRouter(
         # check and the session cookie.
         # A handshake the database being down breaks (the session, the token, the room) is
         # answered 503, not a 500 with a traceback.
-        "websocket": SocketOutage(
-            BearerTokenSocketMiddleware(
-                AuthMiddlewareStack(OriginCheck(socket_router)),
-                token_app=socket_router,
+        "websocket": DirectSend(
+            SocketOutage(
+                BearerTokenSocketMiddleware(
+                    AuthMiddlewareStack(OriginCheck(socket_router)),
+                    token_app=socket_router,
+                )
             )
         ),
     }

@@ -91,6 +91,27 @@ class OwnedTasks:
                 logger.warning("%s: %d tasks ignore being cancelled", self.owner, len(self._tasks))
 
 
+DIRECT_SEND = "calcrooms.send"  # the scope key holding the server's own send
+
+
+class DirectSend:
+    """Outermost on the WebSocket route: keeps the server's own `send` in the scope.
+
+    Every middleware on the way (sessions, the outage guard) wraps `send`, and the session's
+    wrapper reads the lazy session on every message. None of them acts on `websocket.send`, so
+    a socket's queued frames (a broadcast's, a thousand per entry in a big room) go straight to
+    the server; everything else (accept, close, the socket's own replies) goes the usual way.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") == "websocket":
+            scope = {**scope, DIRECT_SEND: send}
+        await self.app(scope, receive, send)
+
+
 class Connection(AsyncWebsocketConsumer):
     """Base of the product's sockets: owned tasks, live topics, one ending.
 
@@ -245,7 +266,7 @@ class Connection(AsyncWebsocketConsumer):
             event = outbox.popleft()
             if isinstance(event, str):
                 try:
-                    await self.base_send({"type": "websocket.send", "text": event})
+                    await self.frame_send({"type": "websocket.send", "text": event})
                 except Exception:  # the client is gone: its disconnect ends the connection
                     return
                 continue
@@ -269,6 +290,8 @@ class Connection(AsyncWebsocketConsumer):
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         await super().accept(subprotocol=subprotocol, headers=headers)
         self.accepted = True
+        # Queued frames go straight to the server (`DirectSend`), when it is in front.
+        self.frame_send = self.scope.get(DIRECT_SEND) or self.base_send
         self.tasks.spawn(self._write(), name="outbox")
         outage.REDIS.recovered()  # a socket opened: presence and the hub answered
         outage.DATABASE.recovered()

@@ -398,13 +398,13 @@ class RoomConsumer(_SeatedConnection):
     async def presence_changed(self, event: PresenceChanged) -> None:
         _room_presence(self.room_id).offer(event["version"], event["online"])
 
-    def queue_presence(self, version: int, online: list[dict[str, Any]]) -> None:
+    def queue_presence(self, version: int, online: list[dict[str, Any]]) -> bool:
         """The room's feed has a newer state than this socket showed: queue its frame."""
         if version <= self.feed.version or self.closing:
-            return
+            return False
         self.feed.version = version
-        metrics.frame_out("presence")
         self.deliver_frame(self.renderer.presence(version, online))
+        return True
 
     async def access_revoked(self, event: AccessRevoked) -> None:
         if event["room_id"] == self.room_id:
@@ -592,6 +592,7 @@ def _room_presence(room_id: int) -> RoomPresenceFeed:
             members=lambda: room_ticker.members(room_id),
             send=lambda socket, version, online: socket.queue_presence(version, online),
             interval=lambda: settings.PRESENCE_BROADCAST_INTERVAL_SECONDS,
+            flushed=lambda sent: metrics.frame_out("presence", sent),
         )
     return feed
 

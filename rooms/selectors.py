@@ -134,12 +134,19 @@ def seats_recheck(*, room_id: int, seats: Collection[Seat]) -> dict[Seat, Lost]:
     }
     sessions = _sessions({seat.session_key for seat in seats if seat.session_key})
     tokens = _live_tokens({seat.token_id for seat in seats if seat.token_id is not None})
+    hashes: dict[int, list[str]] = {}  # each user's auth hashes, computed once for all their seats
     lost: dict[Seat, Lost] = {}
     for seat in seats:
         user = users.get(seat.user_id)
         signed_in = user is not None and user.is_active
         if signed_in and seat.session_key is not None:
-            signed_in = _session_holds(sessions.get(seat.session_key), user)
+            assert user is not None
+            if user.pk not in hashes:
+                hashes[user.pk] = [
+                    user.get_session_auth_hash(),
+                    *user.get_session_auth_fallback_hash(),
+                ]
+            signed_in = _session_holds(sessions.get(seat.session_key), user, hashes[user.pk])
         if signed_in and seat.token_id is not None:
             signed_in = tokens.get(seat.token_id) == seat.user_id
         if not signed_in:
@@ -166,18 +173,38 @@ def _sessions(keys: set[str]) -> dict[str, dict[str, Any]]:
         store = engine.SessionStore()
         rows = Session.objects.filter(session_key__in=keys, expire_date__gt=timezone.now())
         return {
-            key: store.decode(data) for key, data in rows.values_list("session_key", "session_data")
+            key: _decoded(store, key, data)
+            for key, data in rows.values_list("session_key", "session_data")
         }
     found = {key: engine.SessionStore(session_key=key).load() for key in keys}
     return {key: data for key, data in found.items() if data}
 
 
-def _session_holds(session: dict[str, Any] | None, user: User) -> bool:
-    """Whether `session` still signs `user` in (the check Django's `get_user` makes)."""
+_DECODED: dict[str, tuple[str, dict[str, Any]]] = {}  # session key -> (its data, decoded)
+_DECODED_MAX = 20_000
+
+
+def _decoded(store: Any, key: str, data: str) -> dict[str, Any]:
+    """`store.decode(data)`, remembered while the session's stored data stays the same: a room's
+    tick re-checks every socket's session every two seconds, and decoding (a signature check
+    each) was most of that work. Any change to the session (a logout, a new login) changes its
+    data, so it is decoded again."""
+    known = _DECODED.get(key)
+    if known is not None and known[0] == data:
+        return known[1]
+    if len(_DECODED) >= _DECODED_MAX:
+        _DECODED.clear()
+    decoded = store.decode(data)
+    _DECODED[key] = (data, decoded)
+    return decoded
+
+
+def _session_holds(session: dict[str, Any] | None, user: User, candidates: list[str]) -> bool:
+    """Whether `session` still signs `user` in (the check Django's `get_user` makes, against the
+    user's current auth hashes `candidates`)."""
     if not session or str(session.get(SESSION_KEY)) != str(user.pk):
         return False
     session_hash = session.get(HASH_SESSION_KEY) or ""
-    candidates = [user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()]
     return bool(session_hash) and any(constant_time_compare(session_hash, h) for h in candidates)
 
 

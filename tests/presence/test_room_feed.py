@@ -17,8 +17,9 @@ async def test_every_sockets_copy_of_a_burst_becomes_one_flush_of_the_newest_sta
     members = [Member() for _ in range(1000)]
     flushes: list[int] = []
 
-    def send(member: Member, version: int, online: list) -> None:
+    def send(member: Member, version: int, online: list) -> bool:
         member.frames.append((version, [o["username"] for o in online]))
+        return True
 
     def listed() -> list[Member]:
         flushes.append(1)

@@ -50,14 +50,14 @@ async def test_a_stalled_reader_loses_only_its_own_excess_and_is_told_to_catch_u
 
     # bob's client stops reading: every send to it waits (as a full TCP buffer makes it wait).
     reading = asyncio.Event()
-    real_send = bobs.base_send
+    real_send = bobs.frame_send
 
     async def stalled_send(message: dict[str, Any]) -> None:
         if message["type"] == "websocket.send":
             await reading.wait()
         await real_send(message)
 
-    bobs.base_send = stalled_send
+    bobs.frame_send = stalled_send
     total = OUTBOX_LIMIT + 200
     hub = get_hub()
     for seq in range(1, total + 1):
@@ -91,14 +91,14 @@ async def test_a_reader_that_stays_stalled_is_closed_1013_and_the_room_goes_on(
     await slow.receive_type("sync")
     [bobs] = [socket for socket in room_ticker.members(lobby.id) if socket.username == "bob"]
     never = asyncio.Event()
-    real_send = bobs.base_send
+    real_send = bobs.frame_send
 
     async def stalled_send(message: dict[str, Any]) -> None:
         if message["type"] == "websocket.send":
             await never.wait()  # bob's client never reads again
         await real_send(message)
 
-    bobs.base_send = stalled_send
+    bobs.frame_send = stalled_send
     hub = get_hub()
     for seq in range(1, OUTBOX_LIMIT + 50):
         await hub.publish(room_group(lobby.id), entry_event(lobby.id, seq))
