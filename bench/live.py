@@ -1163,6 +1163,19 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def _load_core_busy(row: dict[str, Any], meta: dict[str, Any]) -> str:
+    """How busy the load core was (by anyone) in the busiest run of a figure: near 100 % means
+    the load generator may have been short of CPU, whatever its own share."""
+    core = meta["pinning"].get("load_cpus")
+    values = [
+        run["cpu_busy_pct_by_core"].get(str(core))
+        for run in row.get("runs", [])
+        if core is not None and run.get("cpu_busy_pct_by_core")
+    ]
+    values = [value for value in values if value is not None]
+    return f"{max(values):.0f}" if values else "-"
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     start, end = meta["git_commit_at_start"], meta["machine"]["git_commit"]
@@ -1192,8 +1205,9 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             "| receivers | A p50 / p99 | B0 p50 / p99 | B1 p50 / p99 | A/B0 p99 | A/B1 p99"
             " | A accepted / offered | lost A / B0 / B1 | server CPU µs per delivery A / B0 / B1"
-            " | A/B0 CPU | A/B1 CPU | load CPU % max |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            " | A/B0 CPU | A/B1 CPU | load processes' CPU % of a core, max"
+            " | load core busy % A / B0 / B1 |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for receivers, by in fan.items():
             a, b0, b1 = by.get("A", {}), by.get("B0", {}), by.get("B1", {})
@@ -1210,7 +1224,8 @@ def markdown(results: dict[str, Any]) -> str:
                 f" | {_fmt(a.get('acked'))} / {_fmt(a.get('offered'))}"
                 f" | {_fmt(a.get('lost'))} / {_fmt(b0.get('lost'))} / {_fmt(b1.get('lost'))}"
                 f" | {' / '.join(_fmt(c) for c in cpu)}"
-                f" | {_ratio(cpu[0], cpu[1])} | {_ratio(cpu[0], cpu[2])} | {load:.0f} |"
+                f" | {_ratio(cpu[0], cpu[1])} | {_ratio(cpu[0], cpu[2])} | {load:.0f}"
+                f" | {' / '.join(_load_core_busy(r, meta) for r in (a, b0, b1))} |"
             )
         lines.append("")
     sat = results.get("saturation")
@@ -1372,6 +1387,25 @@ async def run(args: argparse.Namespace, data: dict[str, Any], env: dict[str, str
     return results, bench
 
 
+LOCK_KEY = 0x6C697665  # one bench/live.py at a time on this PostgreSQL server ("live")
+
+
+def _one_run_at_a_time() -> Any:
+    """Two live benches at once load the same two cores and measure each other: wait for the
+    other run (a session-level advisory lock on the PostgreSQL server, held until this process
+    ends, whatever database each run uses)."""
+    import psycopg
+
+    conn = psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True)
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY]).fetchone()
+    if not (row and row[0]):
+        print("another bench/live.py run is going on: waiting for it to end", flush=True)
+        started = time.monotonic()
+        conn.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
+        print(f"waited {time.monotonic() - started:.0f} s", flush=True)
+    return conn
+
+
 def _database_in_use(name: str) -> int:
     import psycopg
 
@@ -1400,7 +1434,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--idle", help="idle socket counts (1000,5000,10000; --quick 1000)")
     parser.add_argument("--keep-db", action="store_true", help=f"keep the {DB_NAME} database")
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers and load to CPUs")
+    parser.add_argument(
+        "--name", default="live", help="results as var/bench/<name>.json and <name>.md"
+    )
+    parser.add_argument(
+        "--render", metavar="JSON", help="only write the markdown tables of an earlier run's JSON"
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        table = markdown(json.loads(Path(args.render).read_text()))
+        (OUT_DIR / f"{args.name}.md").write_text(table)
+        print(table)
+        return 0
     global PIN  # one switch, read by pinning()
     PIN = not args.no_pin
     args.runs = args.runs or (1 if args.quick else 3)
@@ -1418,6 +1463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt  # run the clean-ups: servers, load processes, database, keys
 
     signal.signal(signal.SIGTERM, _interrupted)
+    lock = _one_run_at_a_time()  # noqa: F841 - held open until this process ends
     load_before = [round(value, 2) for value in os.getloadavg()]
     machine_before = machine()  # others commit while a long run goes on: both ends recorded
     started_wall = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
@@ -1490,11 +1536,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if logs["tracebacks"] and label.startswith("A"):
             bench.checks.append(f"server {label} logged {logs['tracebacks']} tracebacks")
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    (OUT_DIR / "live.json").write_text(json.dumps(results, indent=1) + "\n")
+    (OUT_DIR / f"{args.name}.json").write_text(json.dumps(results, indent=1) + "\n")
     table = markdown(results)
-    (OUT_DIR / "live.md").write_text(table)
+    (OUT_DIR / f"{args.name}.md").write_text(table)
     print("\n" + table)
-    print("results: var/bench/live.json, var/bench/live.md")
+    print(f"results: var/bench/{args.name}.json, var/bench/{args.name}.md")
     for check in bench.checks:
         print(f"FAIL: {check}")
     return 1 if bench.checks else 0
