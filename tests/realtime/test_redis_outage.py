@@ -154,14 +154,18 @@ async def test_sockets_stay_open_through_a_redis_outage_and_come_back_live(
         own_redis.start()  # back, and empty: no presence, no claims, no subscriptions
         cut_off = time.monotonic()
 
+        sent, seen_live = [before, during], [before]
+
         # Without reconnecting: live again, and both people online again within one heartbeat.
         async def live_again() -> bool:
             client_id = str(uuid.uuid4())
+            sent.append(client_id)
             await a.send({"type": "expression", "expression": "3+3", "client_id": client_id})
             try:
                 await entry_seen(b, client_id, within=1)
             except BaseException:  # pytest.fail inside: not yet
                 return False
+            seen_live.append(client_id)
             return True
 
         while not await live_again():
@@ -183,6 +187,21 @@ async def test_sockets_stay_open_through_a_redis_outage_and_come_back_live(
             ]
         )()
         assert during not in stored and stored[0] == before
+        lost = [c for c in seen_live if c not in stored]
+        doubled = len(stored) - len(set(stored))
+        print(
+            f"sent {len(sent)}, stored {len(stored)}, seen live by the other socket"
+            f" {len(seen_live)}, lost {len(lost)}, doubled {doubled}"
+        )
+        assert not lost and not doubled
+        # What bob missed live (stored while Redis was coming back) he fetches, without a gap.
+        cookie = await sync_to_async(_session_cookie)(bob)
+        request = urllib.request.Request(
+            f"{server.url}/rooms/lobby/entries/?after=0&format=json",
+            headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={cookie}"},
+        )
+        page = await sync_to_async(lambda: json.loads(urllib.request.urlopen(request).read()))()
+        assert [e["seq"] for e in page["entries"]] == list(range(1, len(stored) + 1))
         # A clean close right after the outage leaves at once (its pooled connection, broken by
         # the restart, is replaced, not failed on): well before the 3 s TTL would expire it.
         await b.close()
