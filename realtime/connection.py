@@ -140,6 +140,9 @@ class Connection(AsyncWebsocketConsumer):
         self._ended = False
         self._outbox: deque[dict[str, Any] | str] = deque()
         self._wake = asyncio.Event()
+        # The writer is waiting and no frame is on its way: the next frame may be sent at once.
+        self._idle = False  # until `accept`
+        self._writing = False  # the writer is handling an item
         self.close_code: int | None = None  # as the client's disconnect reported it
         self._behind = False  # events were dropped for this socket: tell it once it has caught up
         self.behind_since: float | None = None  # since when (monotonic), while it is behind
@@ -220,13 +223,48 @@ class Connection(AsyncWebsocketConsumer):
         item = self.outgoing(event)
         if item is None:
             return
+        if item.__class__ is str and self._idle and not self._outbox:
+            self._send_now(item)
+            return
         self._outbox.append(item)
         if not self._wake.is_set():
             self._wake.set()
 
+    def _send_now(self, frame: str) -> None:
+        """Send `frame` here and now, without waking the writer: the hot path of a broadcast.
+
+        The server's send completes without waiting while its transport takes data, so the
+        coroutine runs to its end right here (no task, no wake-up per socket, as
+        `websockets.broadcast` does it). When the transport is paused (the client reads slowly)
+        the coroutine waits on a future: it is resumed when that future is done, and until then
+        the socket is not idle, so what comes next waits in the outbox, in order.
+        """
+        self._idle = False
+        self._drive(self.frame_send({"type": "websocket.send", "text": frame}))
+
+    def _drive(self, coro: Any) -> None:
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            self._idle = True
+            if self._outbox and not self._wake.is_set():
+                self._wake.set()  # what was queued meanwhile: the writer takes it from here
+            return
+        except BaseException:  # the client is gone: its disconnect ends the connection
+            self._idle = True
+            return
+        if isinstance(waiting, asyncio.Future):
+            waiting._asyncio_future_blocking = False
+            waiting.add_done_callback(lambda _: self._drive(coro))
+        else:  # a bare yield (sleep(0)): go on at the next turn of the loop
+            asyncio.get_running_loop().call_soon(self._drive, coro)
+
     def deliver_frame(self, frame: str) -> None:
         """Queue a frame built for this socket (it goes out after what is already queued)."""
         if self.closing:
+            return
+        if self._idle and not self._outbox:
+            self._send_now(frame)
             return
         self._outbox.append(frame)
         if not self._wake.is_set():
@@ -254,36 +292,42 @@ class Connection(AsyncWebsocketConsumer):
         wake = self._wake
         outbox = self._outbox
         while not self.closing:
-            if not outbox:
-                if self._behind:
+            if not outbox or (self._idle is False and not self._writing):
+                # Nothing queued, or a frame sent here and now still waits on its transport.
+                if not outbox and self._behind and self._idle:
                     self._behind = False
                     self.behind_since = None
+                    self._idle, self._writing = False, True
                     await self.on_caught_up()
+                    self._idle, self._writing = True, False
                     continue
                 wake.clear()
                 await wake.wait()
                 continue
-            event = outbox.popleft()
-            if isinstance(event, str):
-                try:
-                    await self.frame_send({"type": "websocket.send", "text": event})
-                except Exception:  # the client is gone: its disconnect ends the connection
-                    return
-                continue
-            assert isinstance(event, dict)
+            self._idle, self._writing = False, True
             try:
-                await self.dispatch(event)
-            except (RedisError, DatabaseError, OSError, TimeoutError) as exc:
-                logger.warning(
-                    "a live %s event failed on a socket: %s: %s",
-                    event.get("type"),
-                    type(exc).__name__,
-                    exc,
-                )
-            except Exception as exc:  # a handler bug: the socket cannot go on as it is
-                await self._fail(exc)
-                self._end_soon()  # not from this task: the ending cancels it
-                return
+                await self._write_one(outbox.popleft())
+            finally:
+                self._idle, self._writing = True, False
+
+    async def _write_one(self, event: dict[str, Any] | str) -> None:
+        if isinstance(event, str):
+            with contextlib.suppress(Exception):  # the client is gone: its disconnect ends it
+                await self.frame_send({"type": "websocket.send", "text": event})
+            return
+        try:
+            await self.dispatch(event)
+        except (RedisError, DatabaseError, OSError, TimeoutError) as exc:
+            logger.warning(
+                "a live %s event failed on a socket: %s: %s",
+                event.get("type"),
+                type(exc).__name__,
+                exc,
+            )
+        except Exception as exc:  # a handler bug: the socket cannot go on as it is
+            await self._fail(exc)
+            self._end_soon()  # not from this task: the ending cancels it
+            self.closing = True
 
     # --- Lifecycle --------------------------------------------------------------------------------
 
@@ -293,6 +337,7 @@ class Connection(AsyncWebsocketConsumer):
         # Queued frames go straight to the server (`DirectSend`), when it is in front.
         self.frame_send = self.scope.get(DIRECT_SEND) or self.base_send
         self.tasks.spawn(self._write(), name="outbox")
+        self._idle = True  # what waited for the accept goes first (the writer), then at once
         outage.REDIS.recovered()  # a socket opened: presence and the hub answered
         outage.DATABASE.recovered()
 
