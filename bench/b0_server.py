@@ -63,8 +63,7 @@ async def serve_rooms(host: str, port: int, deflate: bool) -> None:
         compression="deflate" if deflate else None,
         backlog=4096,
     ):
-        print(f"b0 listening on ws://{host}:{port}/<room>", flush=True)
-        await stop
+        await stop  # silent while it serves: anything in its log is a problem
 
 
 def main() -> None:
