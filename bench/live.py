@@ -1008,6 +1008,8 @@ class Bench:
                         else None
                     ),
                     "per_client_total_ms": _quantiles([c["total_ms"] for c in ok]),
+                    "per_client_connect_ms": _quantiles([c["connect_ms"] for c in ok]),
+                    "per_client_after_open_ms": _quantiles([c["after_open_ms"] for c in ok]),
                     "load_cpu_pct_of_one_core": round(
                         100
                         * sum(a["cpu_seconds"] for a in answers)
