@@ -1348,7 +1348,15 @@ def markdown(results: dict[str, Any]) -> str:
             f"| 200 clients reconnecting at once, 100 missed each: all caught up"
             f" | {_fmt(storm['all_caught_up_s_median'], 3)} s (median of runs); per client p50"
             f" {_fmt(storm['runs'][0]['per_client_total_ms']['p50_ms'])} /"
-            f" p99 {_fmt(storm['runs'][0]['per_client_total_ms']['p99_ms'])} ms (run 1) |",
+            f" p99 {_fmt(storm['runs'][0]['per_client_total_ms']['p99_ms'])} ms (run 1)"
+            + (
+                f"; of which the handshake p50"
+                f" {_fmt(storm['runs'][0]['per_client_connect_ms']['p50_ms'])} ms, after open p50"
+                f" {_fmt(storm['runs'][0]['per_client_after_open_ms']['p50_ms'])} ms"
+                if "per_client_connect_ms" in storm["runs"][0]
+                else ""
+            )
+            + " |",
             "",
         ]
     lines += ["## Checks", ""]
