@@ -303,6 +303,9 @@ ENTRY_STORE_THREADS = env_int(
 # A socket whose client has not read what waited for it (its outbox full) for this long is closed
 # with 1013; it reconnects and catches up. Until then, entries are dropped for it alone.
 WS_BEHIND_CLOSE_SECONDS = env_float("WS_BEHIND_CLOSE_SECONDS", 30)
+# Socket submissions waiting for (or in) one store thread at most; past it, `unavailable` at once
+# (the page sends it again with backoff) instead of a queue that grows to seconds.
+ENTRY_STORE_QUEUE_LIMIT = env_int("ENTRY_STORE_QUEUE_LIMIT", 32)
 # A socket frame whose handling takes longer is counted (calcrooms_slow_handlers_total) and logged.
 SLOW_HANDLER_SECONDS = env_float("SLOW_HANDLER_SECONDS", 0.5)
 EXPRESSION_MAX_LENGTH = MAX_EXPRESSION_LENGTH  # the calculator's own bound: one number

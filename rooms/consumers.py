@@ -287,6 +287,9 @@ class RoomConsumer(_SeatedConnection):
                 client_id=frame.get("client_id"),
             )
         except services.Refused as refused:
+            if refused.code == "unavailable":  # the server's state, not the client's fault
+                await self._send_error(refused.code, refused.message, client_id)
+                return
             await self._refuse(refused.code, refused.message, client_id)
             if refused.code == "forbidden":
                 await self.close(code=CLOSE_ACCESS_REVOKED)

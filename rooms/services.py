@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import re
@@ -115,19 +116,32 @@ async def entry_submit(
         raise _rate_limited()
     text, parsed_client_id = _submission_validate(expression, client_id)
     executor = _store_thread(room_id)
+    lane = room_id % settings.ENTRY_STORE_THREADS if executor is not None else -1
+    if _waiting[lane] >= settings.ENTRY_STORE_QUEUE_LIMIT:
+        # Overloaded: answer now (the page sends it again with backoff) instead of queueing it
+        # behind seconds of others, which is how a server collapses: busy with work nobody
+        # is still waiting for.
+        raise Refused("unavailable", "The server is busy; your expression will be sent again.")
     if executor is None:
         store = database_sync_to_async(_entry_store)
     else:
         store = sync_to_async(
             _closing_connections(_entry_store), thread_sensitive=False, executor=executor
         )
-    return await store(
-        room_id=room_id,
-        author=author,
-        expression=text,
-        client_id=parsed_client_id,
-        transport=transport,
-    )
+    _waiting[lane] += 1
+    try:
+        return await store(
+            room_id=room_id,
+            author=author,
+            expression=text,
+            client_id=parsed_client_id,
+            transport=transport,
+        )
+    finally:
+        _waiting[lane] -= 1
+
+
+_waiting: collections.Counter[int] = collections.Counter()  # submissions in or waiting for a lane
 
 
 _store_executors: list[ThreadPoolExecutor] = []

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import uuid
 
 import pytest
 from channels.db import database_sync_to_async
 from django.test import Client
 
+from rooms import services
 from rooms.models import Entry, Membership, Room
 from tests.factories import MembershipFactory, UserFactory
 
@@ -270,3 +272,52 @@ async def test_an_unknown_server_event_is_ignored_not_fatal(connect, lobby, alic
     await get_hub().publish(f"room.{lobby.id}", {"type": "mystery.event"})
     await ws.send({"type": "expression", "expression": "2+2"})
     assert (await ws.receive_type("entry"))["entry"]["result"] == "4"
+
+
+async def test_an_overloaded_store_answers_unavailable_at_once(lobby, alice, settings, monkeypatch):
+    """Past ENTRY_STORE_QUEUE_LIMIT submissions waiting for a room's store thread, the excess is
+    answered `unavailable` at once (the page sends it again) instead of queueing for seconds."""
+    settings.ENTRY_STORE_QUEUE_LIMIT = 2
+    settings.EXPRESSION_BUCKET_CAPACITY = 1000
+    gate = threading.Event()
+    real_store = services._entry_store
+
+    def slow_store(**kwargs):
+        gate.wait(10)
+        return real_store(**kwargs)
+
+    monkeypatch.setattr(services, "_entry_store", slow_store)
+
+    async def submit(n: int):
+        return await services.entry_submit(
+            room_id=lobby.id, author=alice, expression=f"{n}+1", client_id=str(uuid.uuid4())
+        )
+
+    tasks = [asyncio.ensure_future(submit(n)) for n in range(6)]
+    done, pending = await asyncio.wait(tasks, timeout=2)
+    refused = [t.exception() for t in done]
+    assert len(refused) == 4 and len(pending) == 2  # answered at once; two wait for the store
+    assert all(isinstance(e, services.Refused) and e.code == "unavailable" for e in refused)
+    gate.set()
+    stored = await asyncio.gather(*pending)
+    assert sorted(s.entry.seq for s in stored) == [1, 2]
+
+
+async def test_unavailable_is_never_counted_as_abuse(connect, lobby, alice, settings, monkeypatch):
+    settings.WS_ABUSE_LIMIT = 3
+    real_submit = services.entry_submit
+
+    async def busy(**kwargs):
+        raise services.Refused(
+            "unavailable", "The server is busy; your expression will be sent again."
+        )
+
+    monkeypatch.setattr(services, "entry_submit", busy)
+    ws = await connect(alice, "lobby")
+    client_id = str(uuid.uuid4())
+    for _ in range(6):  # the page sending it again and again while the server is busy
+        await ws.send({"type": "expression", "expression": "1+1", "client_id": client_id})
+        assert (await ws.receive_type("error"))["code"] == "unavailable"
+    monkeypatch.setattr(services, "entry_submit", real_submit)
+    await ws.send({"type": "expression", "expression": "1+1", "client_id": client_id})
+    assert (await ws.receive_type("entry"))["entry"]["client_id"] == client_id  # still open
