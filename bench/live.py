@@ -416,11 +416,16 @@ async def phase(
     wall0 = time.monotonic()
     end = start_at + duration
     await asyncio.sleep(max(0.0, end - time.monotonic()))
+    # Drained: every message answered (acknowledged or refused) and nothing arriving for
+    # 0.5 s; or nothing at all arriving for 3 s (a baseline that lost a sender's own echo);
+    # at most `drain_max` s after the last send.
     drained = False
     while time.monotonic() < end + drain_max:
         await asyncio.sleep(0.25)
         quiet = await load.each({"cmd": "quiet"})
-        if min(q["quiet_seconds"] for q in quiet) >= 0.5:
+        silent = min(q["quiet_seconds"] for q in quiet)
+        pending = sum(q["pending"] for q in quiet)
+        if (silent >= 0.5 and not pending) or silent >= 3.0:
             drained = True
             break
     wall = time.monotonic() - wall0

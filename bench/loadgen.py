@@ -408,6 +408,7 @@ class Worker:
         self.send_failures = 0
         self.last_frame = time.monotonic()
         self.send_tasks: list[asyncio.Task[None]] = []
+        self.planned = 0
         self.phase_cpu = cpu_seconds()
         self.phase_wall = time.monotonic()
 
@@ -526,6 +527,7 @@ class Worker:
             for sock in self.sockets
             if sock.sender is not None and str(sock.sender) in rates
         )
+        self.planned = planned
         return {"ok": True, "senders": len(self.send_tasks), "planned": planned}
 
     async def cmd_acks(self, cmd: dict[str, Any]) -> dict[str, Any]:
@@ -596,7 +598,13 @@ class Worker:
         return out
 
     async def cmd_quiet(self, cmd: dict[str, Any]) -> dict[str, Any]:
-        return {"quiet_seconds": round(time.monotonic() - self.last_frame, 3)}
+        """Seconds since the last frame, and this phase's messages not answered yet (neither
+        acknowledged nor refused): a server may be silent for a while with work queued."""
+        answered = sum(len(sock.acked) for sock in self.sockets) + sum(self.errors.values())
+        return {
+            "quiet_seconds": round(time.monotonic() - self.last_frame, 3),
+            "pending": max(0, self.planned - answered),
+        }
 
     async def cmd_catchup(self, cmd: dict[str, Any]) -> dict[str, Any]:
         server = SimpleNamespace(host=cmd["host"], port=cmd["port"], origin=cmd["origin"])
