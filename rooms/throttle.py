@@ -286,6 +286,7 @@ return 1
 
 
 # KEYS: people's claims. ARGV: ttl ms, then for each key: the number of its conn_ids, and them.
+# One ZADD of many members per person (not one per socket).
 _LUA_RENEW_MANY = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -294,10 +295,17 @@ local i = 2
 for k = 1, #KEYS do
   local n = tonumber(ARGV[i])
   i = i + 1
+  local z = {}
   for _ = 1, n do
-    redis.call('ZADD', KEYS[k], now + ttl, ARGV[i])
+    z[#z + 1] = now + ttl
+    z[#z + 1] = ARGV[i]
     i = i + 1
+    if #z >= 2000 then
+      redis.call('ZADD', KEYS[k], unpack(z))
+      z = {}
+    end
   end
+  if #z > 0 then redis.call('ZADD', KEYS[k], unpack(z)) end
   redis.call('PEXPIRE', KEYS[k], ttl)
 end
 return 1
