@@ -33,8 +33,8 @@ Scenarios (servers take turns within each run; medians over the runs):
 
 Results: var/bench/live.json and var/bench/live.md (versions, settings, commit, CPU pinning,
 load average). Exit status 1 when an exactly-once or ordering check of A fails (an acknowledged
-expression missing from PostgreSQL or stored twice, an entry delivered twice or out of seq order
-on a connection) or a server logged a traceback.
+expression missing from PostgreSQL or stored twice, an entry delivered twice on a connection or
+out of seq order on a connection to a single process) or an A server logged a traceback.
 """
 
 from __future__ import annotations
