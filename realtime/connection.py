@@ -250,10 +250,11 @@ class Connection(AsyncWebsocketConsumer):
             if self._outbox and not self._wake.is_set():
                 self._wake.set()  # what was queued meanwhile: the writer takes it from here
             return
-        except BaseException:  # the client is gone: its disconnect ends the connection
+        except Exception:  # the client is gone: its disconnect ends the connection
             self._idle = True
             return
         if isinstance(waiting, asyncio.Future):
+            # What a Task does with a future its coroutine waits on: take it, resume when done.
             waiting._asyncio_future_blocking = False
             waiting.add_done_callback(lambda _: self._drive(coro))
         else:  # a bare yield (sleep(0)): go on at the next turn of the loop
