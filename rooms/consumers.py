@@ -198,6 +198,7 @@ class RoomConsumer(_SeatedConnection):
         if not room_ticker.members(self.room_id):
             _room_presence_done(self.room_id)
             _room_seq.pop(self.room_id, None)
+            _online.pop(self.room_id, None)
         if self.read_pending:
             await self.end_step(
                 database_sync_to_async(services.read_positions_advance)(
