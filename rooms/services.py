@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import re
 import secrets
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, close_old_connections, transaction
 from django.db.models import Case, F, Value, When
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -43,6 +46,7 @@ from rooms.selectors import Access
 from rooms.throttle import take_expression_token
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 INVITE_TOKEN_BYTES = 32  # 43 URL-safe characters
 INVITE_TOKEN_MAX_LENGTH = RoomInvite._meta.get_field("token").max_length
@@ -121,8 +125,9 @@ async def entry_submit(
     if executor is None:
         store = database_sync_to_async(_entry_store)
     else:
-        # Channels' wrapper releases the thread's connection before and after, on this thread.
-        store = database_sync_to_async(_entry_store, thread_sensitive=False, executor=executor)
+        store = sync_to_async(
+            _closing_connections(_entry_store), thread_sensitive=False, executor=executor
+        )
     _waiting[lane] += 1
     try:
         return await store(
@@ -162,6 +167,26 @@ def _store_thread(room_id: int) -> ThreadPoolExecutor | None:
                 ThreadPoolExecutor(1, thread_name_prefix=f"entry-store-{len(_store_executors)}")
             )
     return _store_executors[room_id % threads]
+
+
+def _closing_connections(work: Callable[..., T]) -> Callable[..., T]:
+    """`work` with the thread's database connection released before and after, so a pooled
+    connection goes back to the pool each time.
+
+    Inside the work, not around it: channels' `database_sync_to_async` releases connections
+    outside the context asgiref runs the work in, and called from a socket's task it misses the
+    connection the work opened, so each store thread kept one checked out for good
+    (tests/rooms/test_store_threads.py)."""
+
+    @functools.wraps(work)
+    def run(*args: Any, **kwargs: Any) -> T:
+        close_old_connections()
+        try:
+            return work(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return run
 
 
 def entry_submit_sync(
