@@ -212,7 +212,9 @@ def test_the_cap_holds_for_requests_at_the_same_moment(settings):
 
     settings.ROOMS_PER_HOUR = 2
     dora = UserFactory(username="dora")
-    start = threading.Barrier(6)
+    # One request that fails before the barrier fails the test (its error raised below) instead
+    # of leaving the other five waiting for it forever.
+    start = threading.Barrier(6, timeout=30)
 
     def create(n: int) -> int:
         try:
@@ -221,10 +223,18 @@ def test_the_cap_holds_for_requests_at_the_same_moment(settings):
             return client.post(
                 "/rooms/new/", {"name": f"Race {n}", "visibility": "public"}
             ).status_code
+        except BaseException:
+            start.abort()  # the others stop waiting for this one
+            raise
         finally:
             connection.close()
 
     with ThreadPoolExecutor(6) as pool:
-        statuses = sorted(pool.map(create, range(6)))
+        futures = [pool.submit(create, n) for n in range(6)]
+    failures = [f.exception() for f in futures if f.exception() is not None]
+    causes = [e for e in failures if not isinstance(e, threading.BrokenBarrierError)]
+    if failures:
+        raise (causes or failures)[0]
+    statuses = sorted(f.result() for f in futures)
     assert statuses == [302, 302, 429, 429, 429, 429]
     assert Room.objects.filter(owner=dora).count() == 2
