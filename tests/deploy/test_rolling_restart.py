@@ -6,7 +6,8 @@ of deploy/) and a few submissions a second. Then each process in turn gets SIGTE
 one goes. Each client behaves as the protocol asks of one (DESIGN.md, "Catch-up"): on every
 (re)open it is live first, then fetches what it missed over HTTP through nginx, applies entries in
 seq order only, and sends again, with the same client_id, every expression not yet answered by
-its stored entry; it reconnects on 1012.
+its stored entry; it reconnects on 1012, and sends an expression answered `unavailable` or
+`rate_limited` again a moment later, as the page does.
 
 Shown: every socket of a stopping process is closed with 1012 (nothing abnormal), each process
 exits within the wait, without a traceback, and afterwards nothing is lost or stored twice
@@ -98,6 +99,9 @@ class Person:
         self.stored_in_flight: set[str] = set()
         self.out_of_order: list[str] = []
         self.errors: list[Frame] = []
+        # `unavailable` / `rate_limited`: not stored now, sent again later (as the page does).
+        self.refused_for_now: Counter[str] = Counter()
+        self.resends: set[asyncio.Task[None]] = set()
         self.closes: list[int | None] = []
         self.connections = 0
         self.numbers = itertools.count(1)
@@ -157,7 +161,19 @@ class Person:
             if frame["last_seq"] > self.last_seq:
                 await self.catch_up()
         elif frame["type"] == "error":
-            self.errors.append(frame)
+            client_id = frame.get("client_id")
+            if frame["code"] in ("unavailable", "rate_limited") and client_id in self.pending:
+                self.refused_for_now[frame["code"]] += 1
+                resend = asyncio.create_task(self.resend_later(client_id))
+                self.resends.add(resend)
+                resend.add_done_callback(self.resends.discard)
+            else:
+                self.errors.append(frame)
+
+    async def resend_later(self, client_id: str) -> None:
+        await asyncio.sleep(random.uniform(0.2, 0.6))  # jittered, as the page does
+        if client_id in self.pending:
+            await self.send(client_id, self.pending[client_id])
 
     def apply(self, entry: Frame) -> None:
         seq = entry["seq"]
@@ -237,12 +253,14 @@ def _stop(server: ServerProcess) -> tuple[int | None, str]:
     return server.process.returncode, server.log_path.read_text(errors="replace")
 
 
-async def eventually(condition: Any, what: str, within: float = DEADLINE) -> None:
+async def eventually(
+    condition: Any, what: str, within: float = DEADLINE, explain: Any = None
+) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while not condition():
         if loop.time() > deadline:
-            pytest.fail(f"not within {within}s: {what}")
+            pytest.fail(f"not within {within}s: {what}" + (f": {explain()}" if explain else ""))
         await asyncio.sleep(0.1)
 
 
@@ -302,7 +320,15 @@ async def test_a_rolling_restart_behind_nginx_loses_nothing(
         for submitter in submitters:
             submitter.cancel()
         await asyncio.gather(*submitters, return_exceptions=True)
-        await eventually(lambda: all(not c.pending for c in clients), "every submission answered")
+        await eventually(
+            lambda: all(not c.pending for c in clients),
+            "every submission answered",
+            explain=lambda: {
+                c.name: {"pending": list(c.pending), "errors": c.errors, "connected": bool(c.ws)}
+                for c in clients
+                if c.pending
+            },
+        )
         stored = await sync_to_async(_stored)()
         last_seq = max(seq for seq, _ in stored)
         await eventually(
@@ -323,12 +349,14 @@ async def test_a_rolling_restart_behind_nginx_loses_nothing(
     lost = [cid for cid in submitted if cid not in stored_ids]
     doubled = [cid for cid, times in stored_ids.items() if times > 1]
     history = sorted(seq for seq, _ in stored)
+    refused_for_now = sum((c.refused_for_now for c in clients), Counter())
     print(
         f"\nrolling restart behind nginx: {len(submitted)} submitted, {len(stored)} stored, "
         f"{len(acknowledged)} acknowledged, {len(lost)} lost, {len(doubled)} doubled; "
         f"{sum(len(c.stored_in_flight) for c in clients)} in flight at a 1012 and stored by "
         f"the stopping process, found by the catch-up; "
         f"sockets closed per restart: {[dict(c) for c in closes_by_restart]}; "
+        f"sent again after unavailable/rate_limited: {sum(refused_for_now.values())}; "
         f"connections per client: {[c.connections for c in clients]}"
     )
     assert len(lost) == 0
