@@ -8,12 +8,15 @@ so they end when the connection ends.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from presence import services
 from presence.store import PresenceState
+
+logger = logging.getLogger(__name__)
 
 Spawn = Callable[..., "asyncio.Task[Any] | None"]
 Online = list[dict[str, Any]]
@@ -73,56 +76,87 @@ class PresenceFeed:
         await self._send(version, online)
 
 
+def presence_key(online: Online) -> tuple[tuple[str, bool], ...]:
+    """What a presence frame shows, comparable cheaply (two frames with one key look the same)."""
+    return tuple((o["username"], bool(o["typing"])) for o in online)
+
+
 class RoomPresenceFeed:
     """The presence frames of one room's sockets in this process, coalesced once for all of them.
 
-    Every socket of the room hears each `presence.changed`; each hands it to this one feed, which
-    keeps only the newest version and at most once an `interval` gives it to every socket still
-    behind it (`send(member, version, online)`: it only queues a prebuilt frame, and says whether
-    it did; `flushed(n)` hears how many did). A thousand
-    sockets joining a room within a second cost one flush, not a thousand timers and a million
-    per-socket offers. The timer is the event loop's (`call_later`), not a task of any socket.
+    Every socket of the room hears each `presence.changed` (a version, not the whole list: in a
+    room of a thousand people each join would otherwise carry a thousand names to every process);
+    each hands it to this one feed, which at most once an `interval` reads the room's state once
+    (`fetch()`) and gives it to every socket still behind it (`send(member, version, online,
+    key)`: it only queues a prebuilt frame, unless the socket shows that `key` already, and says
+    whether it did; `flushed(n)` hears how many did). A thousand sockets joining within a second
+    cost one read and one flush, not a thousand timers and a million per-socket offers.
     """
 
     def __init__(
         self,
         *,
         members: Callable[[], Any],
-        send: Callable[[Any, int, Online], bool],
+        send: Callable[[Any, int, Online, tuple[tuple[str, bool], ...]], bool],
+        fetch: Callable[[], Awaitable[tuple[int, Online]]],
         interval: Callable[[], float],
         flushed: Callable[[int], None] = lambda sent: None,
     ) -> None:
         self._members = members
         self._send = send
+        self._fetch = fetch
         self._interval = interval
         self._flushed = flushed
-        self.version = -1
-        self._online: Online = []
+        self.version = -1  # the newest version heard
+        self._shown = -1  # the newest version read and handed out
         self._sent_at = -float("inf")
         self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
 
-    def offer(self, version: int, online: Online) -> None:
+    def offer(self, version: int) -> None:
         if version <= self.version:
             return  # the other sockets' copies of one event, or an older state
-        self.version, self._online = version, online
-        if self._timer is not None:
-            return  # a flush is scheduled; it carries this newest state
-        wait = self._sent_at + self._interval() - time.monotonic()
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(max(0.0, wait), self._flush)
+        self.version = version
+        self._schedule()
 
-    def _flush(self) -> None:
+    def _schedule(self) -> None:
+        if self._timer is not None or (self._task is not None and not self._task.done()):
+            return  # a flush is scheduled or reading; it (or the one after it) carries this
+        wait = self._sent_at + self._interval() - time.monotonic()
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, wait), self._start)
+
+    def _start(self) -> None:
         self._timer = None
+        self._task = asyncio.get_running_loop().create_task(self._flush(), name="presence-flush")
+
+    async def _flush(self) -> None:
         self._sent_at = time.monotonic()
+        try:
+            version, online = await self._fetch()
+        except Exception as exc:  # Redis blinked: the next change (or tick) tries again
+            logger.warning("could not read a room's presence: %s: %s", type(exc).__name__, exc)
+            return
+        self._shown = max(self._shown, version)
+        self.version = max(self.version, version)
+        key = presence_key(online)
         sent = 0
         for member in list(self._members()):
-            sent += bool(self._send(member, self.version, self._online))
+            try:
+                sent += bool(self._send(member, version, online, key))
+            except Exception:
+                logger.exception("a socket failed to take a presence frame")
         self._flushed(sent)
+        if self.version > self._shown:  # heard something newer while reading
+            self._task = None
+            self._schedule()
 
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
 
 
 class Typing:

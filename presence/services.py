@@ -18,11 +18,11 @@ def state_payload(state: PresenceState) -> list[dict[str, object]]:
 
 async def _announce(state: PresenceState) -> PresenceState:
     if state.changed:
+        # The version only: each process reads the state once when it next shows it.
         event: PresenceChanged = {
             "type": "presence.changed",
             "room_id": state.room_id,
             "version": state.version,
-            "online": state_payload(state),
         }
         await asend_event(room_group(state.room_id), event)
     return state

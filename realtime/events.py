@@ -53,10 +53,12 @@ class EntryCreated(TypedDict):
 
 
 class PresenceChanged(TypedDict):
+    """A room's presence changed; `version` orders the changes (the state itself is read from the
+    store by whoever shows it, once per room per process)."""
+
     type: Literal["presence.changed"]
     room_id: int
     version: int
-    online: list[dict[str, Any]]
 
 
 class AccessRevoked(TypedDict):

@@ -21,7 +21,7 @@ from django.conf import settings
 
 from accounts.tokens import TokenGrant
 from presence import services as presence
-from presence.live import PresenceFeed, RoomPresenceFeed, Typing
+from presence.live import PresenceFeed, RoomPresenceFeed, Typing, presence_key
 from presence.store import PresenceState
 from realtime import metrics, outage
 from realtime.connection import Connection
@@ -135,6 +135,7 @@ class RoomConsumer(_SeatedConnection):
         )
         self.in_presence = False
 
+        self.presence_shown: tuple[tuple[str, bool], ...] | None = None  # what its frame showed
         self.missed_seq = 0  # the newest entry dropped for this socket while it read too slowly
         self.read_pending = 0  # the newest seq the page said it showed, not yet stored
 
@@ -150,6 +151,7 @@ class RoomConsumer(_SeatedConnection):
         _seen_seq(room.id, last_seq)
         await self.accept(subprotocol=self.renderer.subprotocol)
         await self.feed.show(state)
+        self.presence_shown = presence_key(presence.state_payload(state))
         await self.send_frame(self.renderer.sync(last_seq))
         self.opened = True
         metrics.socket_opened(len(room_ticker.members(room.id)))
@@ -369,7 +371,7 @@ class RoomConsumer(_SeatedConnection):
         ):
             return event["frames"][self.renderer.mode]
         if kind == "presence.changed":
-            _room_presence(self.room_id).offer(event["version"], event["online"])
+            _room_presence(self.room_id).offer(event["version"])
             return None
         return event
 
@@ -400,13 +402,19 @@ class RoomConsumer(_SeatedConnection):
                 logger.warning("could not clear typing in room %s: %s", self.room_id, exc)
 
     async def presence_changed(self, event: PresenceChanged) -> None:
-        _room_presence(self.room_id).offer(event["version"], event["online"])
+        _room_presence(self.room_id).offer(event["version"])
 
-    def queue_presence(self, version: int, online: list[dict[str, Any]]) -> bool:
-        """The room's feed has a newer state than this socket showed: queue its frame."""
+    def queue_presence(
+        self, version: int, online: list[dict[str, Any]], key: tuple[tuple[str, bool], ...]
+    ) -> bool:
+        """The room's feed has a newer state than this socket showed: queue its frame (unless
+        only the version moved, a second tab closing: then the room shows what it showed)."""
         if version <= self.feed.version or self.closing:
             return False
         self.feed.version = version
+        if key == self.presence_shown:
+            return False
+        self.presence_shown = key
         self.deliver_frame(self.renderer.presence(version, online))
         return True
 
@@ -594,11 +602,17 @@ def _room_presence(room_id: int) -> RoomPresenceFeed:
     if feed is None:
         feed = _room_feeds[key] = RoomPresenceFeed(
             members=lambda: room_ticker.members(room_id),
-            send=lambda socket, version, online: socket.queue_presence(version, online),
+            send=lambda socket, version, online, key: socket.queue_presence(version, online, key),
+            fetch=lambda: _presence_now(room_id),
             interval=lambda: settings.PRESENCE_BROADCAST_INTERVAL_SECONDS,
             flushed=lambda sent: metrics.frame_out("presence", sent),
         )
     return feed
+
+
+async def _presence_now(room_id: int) -> tuple[int, list[dict[str, Any]]]:
+    state = await presence.presence_check(room_id=room_id)
+    return state.version, presence.state_payload(state)
 
 
 def _room_presence_done(room_id: int) -> None:

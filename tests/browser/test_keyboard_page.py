@@ -188,7 +188,10 @@ def test_every_control_shows_visible_focus(
         page.keyboard.press("Tab")
     names = [name for name, _ in seen]
     for wanted in ("div#entries", "input#expression", "button#jump-new", "button.edit:Edit"):
-        assert any(name.startswith(wanted) for name in names), f"{wanted} never focused"
+        assert any(name.startswith(wanted) for name in names), (
+            f"{wanted} never focused; focused in turn: {names}; #jump-new hidden now: "
+            f"{page.locator('#jump-new').is_hidden()}"
+        )
     assert "button.dismiss:Dismiss" in names  # the refused row's
     assert "button.dismiss:×" in names  # the notice's
     missing = [name for name, ring in seen if ring != "visible"]

@@ -1,5 +1,5 @@
 """One presence feed per room per process: a burst of changes heard by every local socket becomes
-one flush an interval, carrying the newest state, to each socket that is behind it."""
+one read of the room's state and one flush an interval, to each socket that is behind it."""
 
 from __future__ import annotations
 
@@ -13,34 +13,44 @@ class Member:
         self.frames: list[tuple[int, list[str]]] = []
 
 
-async def test_every_sockets_copy_of_a_burst_becomes_one_flush_of_the_newest_state() -> None:
+async def test_every_sockets_copy_of_a_burst_becomes_one_read_and_one_flush() -> None:
     members = [Member() for _ in range(1000)]
     flushes: list[int] = []
+    state: dict = {"version": 0, "online": []}
+    reads: list[int] = []
 
-    def send(member: Member, version: int, online: list) -> bool:
+    def send(member: Member, version: int, online: list, key: tuple) -> bool:
         member.frames.append((version, [o["username"] for o in online]))
         return True
 
-    def listed() -> list[Member]:
-        flushes.append(1)
-        return members
+    async def fetch() -> tuple[int, list]:
+        reads.append(1)
+        return state["version"], state["online"]
 
-    feed = RoomPresenceFeed(members=listed, send=send, interval=lambda: 0.2)
+    feed = RoomPresenceFeed(
+        members=lambda: members,
+        send=send,
+        fetch=fetch,
+        interval=lambda: 0.2,
+        flushed=flushes.append,
+    )
     for version in (1, 2, 3):  # three joins within the interval, each heard by every socket
-        online = [{"username": f"p{n}", "typing": False} for n in range(version)]
+        state["version"] = version
+        state["online"] = [{"username": f"p{n}", "typing": False} for n in range(version)]
         for _ in members:
-            feed.offer(version, online)
-    feed.offer(2, [])  # an older state arriving late changes nothing
+            feed.offer(version)
+    feed.offer(2)  # an older version arriving late changes nothing
     await asyncio.sleep(0.05)
-    assert len(flushes) == 1
+    assert (len(reads), flushes) == (1, [1000])  # one read of the state, one frame per socket
     assert all(m.frames == [(3, ["p0", "p1", "p2"])] for m in members)
 
-    feed.offer(4, [{"username": "p0", "typing": True}])
+    state["version"], state["online"] = 4, [{"username": "p0", "typing": True}]
+    feed.offer(4)
     await asyncio.sleep(0.05)
     assert len(flushes) == 1  # at most one flush an interval
     await asyncio.sleep(0.25)
     assert len(flushes) == 2 and members[0].frames[-1] == (4, ["p0"])
-    feed.offer(5, [])
+    feed.offer(5)
     feed.close()  # the room's last socket left: no flush after it
     await asyncio.sleep(0.3)
     assert len(flushes) == 2
