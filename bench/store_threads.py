@@ -1,7 +1,8 @@
 """Bench: how many entries one process stores a second, on the shared database thread against
-its own store threads (`ENTRY_STORE_THREADS`), in-process (no sockets): open-loop submissions
+its own store threads (`ENTRY_STORE_THREADS`), one entry a transaction or what waited together
+(`ENTRY_STORE_BATCH_MAX`), in-process (no sockets): open-loop submissions
 through `services.entry_submit` across 50 rooms at an offered rate; accepted/s and latency from
-each submission's scheduled time. Both variants take turns at each rate in one run.
+each submission's scheduled time. The variants take turns at each rate in one run.
 
     .venv/bin/python bench/store_threads.py [--rates 200,500] [--seconds 4]
 """
@@ -23,14 +24,20 @@ sys.path.insert(0, str(ROOT / "bench"))
 import after_query  # noqa: E402  (the benches' shared helpers)
 
 DB_NAME = os.environ.get("BENCH_DB_NAME", "calcrooms_bench") + "_store"
+# (ENTRY_STORE_THREADS, ENTRY_STORE_BATCH_MAX): the shared database thread; store threads, one
+# entry a transaction; store threads, what waited stored together (the default).
+VARIANTS = ((0, 1), (4, 1), (1, 32), (2, 32), (4, 32))
 
 
-async def run(threads: int, rate: float, seconds: float, author, rooms: list[int]) -> dict:
+async def run(
+    threads: int, batch: int, rate: float, seconds: float, author, rooms: list[int]
+) -> dict:
     from django.conf import settings
 
     from rooms import services
 
     settings.ENTRY_STORE_THREADS = threads
+    settings.ENTRY_STORE_BATCH_MAX = batch
     settings.ENTRY_STORE_QUEUE_LIMIT = 10**9  # measure the queue, do not refuse
     services._store_executors.clear()
     latencies: list[float] = []
@@ -53,6 +60,7 @@ async def run(threads: int, rate: float, seconds: float, author, rooms: list[int
     latencies.sort()
     return {
         "threads": threads,
+        "batch_max": batch,
         "offered_per_s": rate,
         "stored_per_s": round(total / took, 1),
         "p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
@@ -86,11 +94,11 @@ def main() -> int:
         async def all_runs() -> None:
             author, rooms = await sync_to_async(setup)()
             for rate in (float(r) for r in args.rates.split(",")):
-                for threads in (0, 4):
-                    result = await run(threads, rate, args.seconds, author, rooms)
+                for threads, batch in VARIANTS:
+                    result = await run(threads, batch, rate, args.seconds, author, rooms)
                     results.append(result)
                     print(
-                        f"threads={threads} offered {rate:.0f}/s: stored"
+                        f"threads={threads} batch_max={batch} offered {rate:.0f}/s: stored"
                         f" {result['stored_per_s']}/s, p50 {result['p50_ms']} ms,"
                         f" p99 {result['p99_ms']} ms",
                         flush=True,

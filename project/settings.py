@@ -306,6 +306,9 @@ WS_BEHIND_CLOSE_SECONDS = env_float("WS_BEHIND_CLOSE_SECONDS", 30)
 # Socket submissions waiting for (or in) one store thread at most; past it, `unavailable` at once
 # (the page sends it again with backoff) instead of a queue that grows to seconds.
 ENTRY_STORE_QUEUE_LIMIT = env_int("ENTRY_STORE_QUEUE_LIMIT", 32)
+# A room's socket submissions that waited while its store thread was busy are stored together,
+# at most this many in one transaction (1: each in a transaction of its own).
+ENTRY_STORE_BATCH_MAX = env_int("ENTRY_STORE_BATCH_MAX", 32)
 # A socket frame whose handling takes longer is counted (calcrooms_slow_handlers_total) and logged.
 SLOW_HANDLER_SECONDS = env_float("SLOW_HANDLER_SECONDS", 0.5)
 EXPRESSION_MAX_LENGTH = MAX_EXPRESSION_LENGTH  # the calculator's own bound: one number

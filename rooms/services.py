@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import functools
 import logging
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, close_old_connections, transaction
@@ -122,23 +123,212 @@ async def entry_submit(
         # behind seconds of others, which is how a server collapses: busy with work nobody
         # is still waiting for.
         raise Refused("unavailable", "The server is busy; your expression will be sent again.")
-    if executor is None:
-        store = database_sync_to_async(_entry_store)
-    else:
-        store = sync_to_async(
-            _closing_connections(_entry_store), thread_sensitive=False, executor=executor
-        )
     _waiting[lane] += 1
     try:
-        return await store(
-            room_id=room_id,
-            author=author,
-            expression=text,
-            client_id=parsed_client_id,
-            transport=transport,
+        if executor is None:
+            return await database_sync_to_async(_entry_store)(
+                room_id=room_id,
+                author=author,
+                expression=text,
+                client_id=parsed_client_id,
+                transport=transport,
+            )
+        waiting = _Waiting(
+            author=author, expression=text, client_id=parsed_client_id, transport=transport
         )
+        return await _RoomStore.of(room_id, executor).submit(waiting)
     finally:
         _waiting[lane] -= 1
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """One socket submission, validated, waiting for its room's store thread."""
+
+    author: User
+    expression: str
+    client_id: uuid.UUID | None
+    transport: str
+
+
+class _RoomStore:
+    """The submissions of one room in this process, stored on the room's store thread in turn.
+
+    While the thread stores one batch, the room's new submissions wait here; the next turn stores
+    all of them (at most ENTRY_STORE_BATCH_MAX) in one transaction (`_entries_store`): one row
+    lock, one seq update and one commit for many entries. Idle, a submission is a batch of one at
+    once; busy, the batches grow with the load instead of the queue. A submitter that is cancelled
+    (its socket closed) still gets its expression stored, as before: the store is not undone.
+    """
+
+    _rooms: dict[tuple[int, int], _RoomStore] = {}
+
+    def __init__(self, key: tuple[int, int], executor: ThreadPoolExecutor) -> None:
+        self._key = key
+        self._executor = executor
+        self._queue: list[tuple[_Waiting, asyncio.Future[Submission]]] = []
+        self._turns: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, room_id: int, executor: ThreadPoolExecutor) -> _RoomStore:
+        key = (id(asyncio.get_running_loop()), room_id)
+        store = cls._rooms.get(key)
+        if store is None:
+            store = cls._rooms[key] = cls(key, executor)
+        return store
+
+    async def submit(self, waiting: _Waiting) -> Submission:
+        future: asyncio.Future[Submission] = asyncio.get_running_loop().create_future()
+        self._queue.append((waiting, future))
+        if self._turns is None:
+            self._turns = asyncio.get_running_loop().create_task(
+                self._take_turns(), name=f"entry-store-room-{self._key[1]}"
+            )
+        while True:
+            try:
+                return await asyncio.shield(future)
+            except asyncio.CancelledError:
+                if future.done():
+                    return future.result()
+                # Being stored: wait for it (as sync_to_async does), so it is not stored unseen.
+
+    async def _take_turns(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                limit = max(1, settings.ENTRY_STORE_BATCH_MAX)
+                batch, self._queue = self._queue[:limit], self._queue[limit:]
+                try:
+                    outcomes = await loop.run_in_executor(
+                        self._executor,
+                        _closing_connections(_entries_store),
+                        self._key[1],
+                        [waiting for waiting, _ in batch],
+                    )
+                except asyncio.CancelledError:  # the event loop is ending
+                    self._queue = batch + self._queue
+                    raise
+                except Exception as exc:  # the same answer for each (the database went away)
+                    outcomes = [exc] * len(batch)
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        finally:
+            for _, future in self._queue:
+                future.cancel()
+            self._queue = []
+            self._turns = None
+            self._rooms.pop(self._key, None)
+
+
+def _entries_store(room_id: int, items: list[_Waiting]) -> list[Submission | BaseException]:
+    """Store a room's waiting submissions in order, in one transaction when there are several.
+
+    Each gets what `_entry_store` would have given it alone: its entry (a resend: the one stored
+    before, also within this batch), or its `Refused`. Should the batch fail as a whole (a
+    resend stored by another process a moment ago trips the unique constraint), each is stored
+    on its own instead, so one cannot fail the others.
+    """
+    if len(items) > 1:
+        try:
+            return _entries_store_together(room_id, items)
+        except IntegrityError:
+            pass
+    outcomes: list[Submission | BaseException] = []
+    for item in items:
+        try:
+            outcomes.append(
+                _entry_store(
+                    room_id=room_id,
+                    author=item.author,
+                    expression=item.expression,
+                    client_id=item.client_id,
+                    transport=item.transport,
+                )
+            )
+        except Exception as exc:  # this submitter's answer
+            outcomes.append(exc)
+    return outcomes
+
+
+def _entries_store_together(
+    room_id: int, items: list[_Waiting]
+) -> list[Submission | BaseException]:
+    """`_entry_store` for many, under one lock: the same checks, each entry inserted in turn (so
+    one that reads the room sees those before it), then one seq update and one commit."""
+    prepared = [calculator.prepare(item.expression) for item in items]
+    outcomes: list[calculator.Outcome | None] = [
+        p.finish() if p.wanted is None else None for p in prepared
+    ]
+    answers: list[Submission | BaseException] = []
+    created: list[Entry] = []
+    with transaction.atomic():
+        grant = selectors.room_access(room_id=room_id, user=items[0].author, lock=True)
+        room = grant.room
+        if room is None:
+            return [Refused("forbidden", "You are not a member of this room.") for _ in items]
+        allowed = {items[0].author.pk: grant.allows(Access.MEMBER)}
+        for item in items:
+            if item.author.pk not in allowed:  # the room's row is locked already
+                allowed[item.author.pk] = selectors.room_access(
+                    room_id=room_id, user=item.author
+                ).allows(Access.MEMBER)
+        client_ids = [item.client_id for item in items if item.client_id is not None]
+        stored: dict[tuple[int, uuid.UUID], Entry] = (
+            {
+                (entry.author_id, entry.client_id): entry
+                for entry in Entry.objects.select_related("author").filter(
+                    room=room, client_id__in=client_ids
+                )
+            }
+            if client_ids
+            else {}
+        )
+        seq = room.last_seq
+        for item, ready, outcome in zip(items, prepared, outcomes, strict=True):
+            if not allowed[item.author.pk]:
+                answers.append(Refused("forbidden", "You are not a member of this room."))
+                continue
+            key = (item.author.pk, item.client_id) if item.client_id is not None else None
+            if key is not None and key in stored:
+                answers.append(Submission(entry=stored[key], created=False))
+                continue
+            seq += 1
+            if outcome is None:
+                assert ready.wanted is not None
+                found = selectors.entry_resolve(
+                    room_id=room.pk, before_seq=seq, wanted=ready.wanted
+                )
+                outcome = ready.finish(found)
+            entry = Entry.objects.create(
+                room=room,
+                seq=seq,
+                author=item.author,
+                client_id=item.client_id,
+                expression=item.expression,
+                result=outcome.result,
+                error=outcome.error,
+                refs=list(outcome.refs),
+                defines=outcome.defines,
+                rounded=outcome.rounded,
+                rules=calculator.RULES,
+            )
+            if key is not None:
+                stored[key] = entry
+            created.append(entry)
+            answers.append(Submission(entry=entry, created=True))
+        if created:
+            room.last_seq = seq
+            Room.objects.filter(pk=room.pk).update(last_seq=seq, last_activity=created[-1].created)
+            send_events_on_commit(lambda: _entries_events(room, created))
+    for item, answer in zip(items, answers, strict=True):
+        if isinstance(answer, Submission) and answer.created:
+            metrics.entry_stored(item.transport)
+    return answers
 
 
 _waiting: collections.Counter[int] = collections.Counter()  # submissions in or waiting for a lane
@@ -273,6 +463,13 @@ def _entry_store(
     # Committed: the block is the outermost transaction for every caller (socket, view, command).
     metrics.entry_stored(transport)
     return Submission(entry=entry, created=True)
+
+
+def _entries_events(room: Room, entries: list[Entry]) -> list[tuple[str, Event]]:
+    """Each entry's broadcast in seq order, then one `room.activity` for the last (the room
+    lists need only the newest seq)."""
+    events = [(room_group(room.pk), _entry_created(room.pk, entry)) for entry in entries[:-1]]
+    return events + _entry_events(room, entries[-1])
 
 
 def _entry_events(room: Room, entry: Entry) -> list[tuple[str, Event]]:

@@ -280,13 +280,18 @@ async def test_an_overloaded_store_answers_unavailable_at_once(lobby, alice, set
     settings.ENTRY_STORE_QUEUE_LIMIT = 2
     settings.EXPRESSION_BUCKET_CAPACITY = 1000
     gate = threading.Event()
-    real_store = services._entry_store
+    real_store, real_turn = services._entry_store, services._entries_store
 
     def slow_store(**kwargs):
         gate.wait(10)
         return real_store(**kwargs)
 
+    def slow_turn(room_id, items):  # the store thread's turn (what waited, together)
+        gate.wait(10)
+        return real_turn(room_id, items)
+
     monkeypatch.setattr(services, "_entry_store", slow_store)
+    monkeypatch.setattr(services, "_entries_store", slow_turn)
 
     async def submit(n: int):
         return await services.entry_submit(

@@ -1,4 +1,5 @@
-"""The store threads (ENTRY_STORE_THREADS) hand their database connection back after each entry.
+"""The store threads (ENTRY_STORE_THREADS): each hands its database connection back after each turn,
+and what waited for a busy one is stored together in one transaction, each as if alone.
 
 Each thread lives as long as the process. A connection it kept between submissions is one pooled
 connection fewer for every request and socket of the process: with a thread per lane holding
@@ -8,14 +9,18 @@ the pool's timeout and answer 503.
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import uuid
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connections
+from django.db import IntegrityError, connections
 
-from rooms.models import Entry
+from rooms import services
+from rooms.models import Entry, Room
 from tests.factories import RoomFactory
 
 pytestmark = [
@@ -56,3 +61,144 @@ async def test_every_store_thread_gives_its_connection_back(connect: Any, alice:
     assert await sync_to_async(Entry.objects.count)() == 3 * len(slugs)
     # Every lane stored entries; none of its threads holds a connection now.
     assert await sync_to_async(_pool_in_use)() == in_use_before
+
+
+async def _queued(room_id: int, count: int) -> None:
+    """Until `count` submissions wait for the room's store thread."""
+    key = (id(asyncio.get_running_loop()), room_id)
+    for _ in range(500):
+        store = services._RoomStore._rooms.get(key)
+        if store is not None and len(store._queue) >= count:
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail(f"{count} submissions never queued")
+
+
+class Held:
+    """The first entry stored waits until `release()`, holding its store thread: what is
+    submitted to its room meanwhile queues, as under load."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    async def holding(self) -> None:
+        assert await asyncio.to_thread(self.entered.wait, 30), "the store thread never stored"
+
+    def release(self) -> None:
+        self.gate.set()
+
+
+@pytest.fixture
+def store_thread_held(monkeypatch: pytest.MonkeyPatch) -> Any:
+    held = Held()
+    real_store = services._entry_store
+
+    def held_store(**kwargs: Any) -> services.Submission:
+        if not held.entered.is_set():
+            held.entered.set()
+            held.gate.wait(30)
+        return real_store(**kwargs)
+
+    monkeypatch.setattr(services, "_entry_store", held_store)
+    yield held
+    held.release()
+
+
+async def test_submissions_that_waited_are_stored_together_in_order(
+    connect: Any,
+    lobby: Any,
+    alice: Any,
+    bob: Any,
+    carol: Any,
+    store_thread_held: Held,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the room's store thread is busy, what arrives waits; the next turn stores all of it
+    in one transaction, each as it would have been alone: in arrival order with consecutive
+    seqs, `ans` reading the entry before it in the same turn, a resend answered with the entry
+    its first copy got, a non-member refused without failing the others; the room hears every
+    entry, in seq order."""
+    together: list[int] = []
+    real_together = services._entries_store_together
+
+    def spy(room_id: int, items: list[Any]) -> list[Any]:
+        together.append(len(items))
+        return real_together(room_id, items)
+
+    monkeypatch.setattr(services, "_entries_store_together", spy)
+    watcher = await connect(bob, "lobby")
+    await watcher.receive_type("sync")
+
+    def submit(author: Any, expression: str, client_id: str | None = None) -> asyncio.Task[Any]:
+        return asyncio.ensure_future(
+            services.entry_submit(
+                room_id=lobby.id, author=author, expression=expression, client_id=client_id
+            )
+        )
+
+    first = submit(alice, "40 + 2")  # holds the thread
+    await store_thread_held.holding()
+    again = str(uuid.uuid4())
+    waiting = []
+    for author, expression, client_id in [
+        (bob, "ans + 1", None),  # 43: reads the entry stored just before it
+        (alice, "7 * 6", again),
+        (carol, "1 + 1", None),  # no member: refused
+        (alice, "7 * 6", again),  # the page sending it again: the same entry
+        (bob, "ans * 2", None),  # 84: the resend is not an entry of its own
+    ]:
+        waiting.append(submit(author, expression, client_id))
+        await _queued(lobby.id, len(waiting))  # in this order
+    store_thread_held.release()
+    stored = await first
+    answers = await asyncio.gather(*waiting, return_exceptions=True)
+
+    assert together == [len(waiting)]  # one turn, one transaction, for all that waited
+    assert stored.entry.seq == 1
+    sum1, product, refused, resend, doubled = answers
+    assert (sum1.entry.seq, sum1.entry.result) == (2, "43")
+    assert (product.entry.seq, product.entry.result, product.created) == (3, "42", True)
+    assert isinstance(refused, services.Refused) and refused.code == "forbidden"
+    assert (resend.entry.pk, resend.created) == (product.entry.pk, False)
+    assert (doubled.entry.seq, doubled.entry.result) == (4, "84")
+
+    def stored_rows() -> list[tuple[int, str]]:
+        return list(Entry.objects.filter(room=lobby).order_by("seq").values_list("seq", "result"))
+
+    assert await sync_to_async(stored_rows)() == [(1, "42"), (2, "43"), (3, "42"), (4, "84")]
+    assert (await sync_to_async(Room.objects.get)(pk=lobby.pk)).last_seq == 4
+    heard = [(await watcher.receive_type("entry"))["entry"]["seq"] for _ in range(4)]
+    assert heard == [1, 2, 3, 4]
+
+
+async def test_a_turn_that_fails_as_a_whole_stores_each_on_its_own(
+    lobby: Any, alice: Any, bob: Any, store_thread_held: Held, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn whose transaction fails on the unique constraint (a resend another process stored
+    a moment ago) is stored again one by one: nothing lost, nothing twice."""
+
+    def clash(room_id: int, items: list[Any]) -> list[Any]:
+        raise IntegrityError("duplicate key value violates unique constraint")
+
+    monkeypatch.setattr(services, "_entries_store_together", clash)
+    first = asyncio.ensure_future(
+        services.entry_submit(room_id=lobby.id, author=alice, expression="1", client_id=None)
+    )
+    await store_thread_held.holding()
+    waiting = []
+    for n in range(3):
+        waiting.append(
+            asyncio.ensure_future(
+                services.entry_submit(
+                    room_id=lobby.id, author=bob, expression=f"{n} + 1", client_id=str(uuid.uuid4())
+                )
+            )
+        )
+        await _queued(lobby.id, len(waiting))  # in this order
+    store_thread_held.release()
+    await first
+    answers = await asyncio.gather(*waiting)
+    assert [a.entry.result for a in answers] == ["1", "2", "3"]
+    assert [a.entry.seq for a in answers] == [2, 3, 4]
+    assert await sync_to_async(Entry.objects.filter(room=lobby).count)() == 4
