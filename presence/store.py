@@ -35,7 +35,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from realtime.redis import LoopLocalRedis, delete_matching, redis_pool_options
+from realtime.backends import ProcessWide
+from realtime.redis import LoopLocalRedis, delete_matching
 
 DEFAULT_TTL_SECONDS = 30.0
 DEFAULT_TYPING_TTL_SECONDS = 5.0
@@ -562,38 +563,30 @@ class RedisPresenceStore(PresenceStore):
 # Factory
 # --------------------------------------------------------------------------------------------
 
-_store: PresenceStore | None = None
-_store_lock = threading.Lock()
+
+def _ttls() -> dict[str, float]:
+    from django.conf import settings
+
+    return {
+        "ttl_seconds": float(getattr(settings, "PRESENCE_TTL_SECONDS", DEFAULT_TTL_SECONDS)),
+        "typing_ttl_seconds": float(
+            getattr(settings, "TYPING_EXPIRY_SECONDS", DEFAULT_TYPING_TTL_SECONDS)
+        ),
+    }
+
+
+_store: ProcessWide[PresenceStore] = ProcessWide(
+    "presence",
+    on_redis=lambda url, **options: RedisPresenceStore(url, **_ttls(), **options),
+    in_memory=lambda: MemoryPresenceStore(**_ttls()),
+)
 
 
 def get_presence_store() -> PresenceStore:
     """The process-wide store: Redis when ``settings.REDIS_URL`` is set, else in memory."""
-    global _store
-    with _store_lock:
-        if _store is None:
-            from django.conf import settings
-
-            url = getattr(settings, "REDIS_URL", None)
-            ttl = float(getattr(settings, "PRESENCE_TTL_SECONDS", DEFAULT_TTL_SECONDS))
-            typing_ttl = float(
-                getattr(settings, "TYPING_EXPIRY_SECONDS", DEFAULT_TYPING_TTL_SECONDS)
-            )
-            if url:
-                prefix = getattr(settings, "REDIS_KEY_PREFIX", "") or "calcrooms"
-                _store = RedisPresenceStore(
-                    url,
-                    prefix=prefix,
-                    ttl_seconds=ttl,
-                    typing_ttl_seconds=typing_ttl,
-                    **redis_pool_options(settings, name=f"{prefix}:presence"),
-                )
-            else:
-                _store = MemoryPresenceStore(ttl_seconds=ttl, typing_ttl_seconds=typing_ttl)
-        return _store
+    return _store.get()
 
 
 def reset_presence_store() -> None:
     """Forget the process-wide store (tests; after changing settings)."""
-    global _store
-    with _store_lock:
-        _store = None
+    _store.reset()

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import threading
 import time
 from collections import deque
 from typing import Any, Protocol
@@ -35,6 +34,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from realtime import metrics, outage
+from realtime.backends import ProcessWide
 from realtime.redis import LoopLocalRedis, bounded_pool
 
 logger = logging.getLogger(__name__)
@@ -437,31 +437,16 @@ async def _quietly(awaitable: Any) -> None:
 
 # --- The process's hub ----------------------------------------------------------------------------
 
-_hub: Hub | None = None
-_hub_lock = threading.Lock()
+_hub: ProcessWide[Hub] = ProcessWide(
+    "live", on_redis=lambda url, **options: RedisHub(url, **options), in_memory=lambda: LocalHub()
+)
 
 
 def get_hub() -> Hub:
     """The process-wide hub: Redis when settings name one, else this process alone."""
-    global _hub
-    with _hub_lock:
-        if _hub is None:
-            from django.conf import settings
-
-            from realtime.redis import redis_pool_options
-
-            url = getattr(settings, "REDIS_URL", None)
-            if url:
-                prefix = getattr(settings, "REDIS_KEY_PREFIX", "") or "calcrooms"
-                options = redis_pool_options(settings, name=f"{prefix}:live")
-                _hub = RedisHub(url, prefix=prefix, **options)
-            else:
-                _hub = LocalHub()
-        return _hub
+    return _hub.get()
 
 
 def reset_hub() -> None:
     """Forget the process-wide hub (tests; after changing settings)."""
-    global _hub
-    with _hub_lock:
-        _hub = None
+    _hub.reset()

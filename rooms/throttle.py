@@ -22,7 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from realtime.redis import LoopLocalRedis, delete_matching, redis_pool_options
+from realtime.backends import ProcessWide
+from realtime.redis import LoopLocalRedis, delete_matching
 
 Clock = Callable[[], float]
 
@@ -144,36 +145,21 @@ class RedisThrottle(Throttle):
         await self._redis.aclose()
 
 
-_throttle_lock = threading.Lock()
-_backends: dict[str, Any] = {}  # one per kind, made on first use
-
-
-def _backend(kind: str, memory: Callable[[], Any], redis: Callable[..., Any]) -> Any:
-    """The process-wide backend of `kind`: Redis when ``settings.REDIS_URL`` is set (sharing the
-    throttles' pool name), else in memory."""
-    with _throttle_lock:
-        if kind not in _backends:
-            from django.conf import settings
-
-            url = getattr(settings, "REDIS_URL", None)
-            if url:
-                prefix = getattr(settings, "REDIS_KEY_PREFIX", "") or "calcrooms"
-                options = redis_pool_options(settings, name=f"{prefix}:throttle")
-                _backends[kind] = redis(url, prefix=prefix, **options)
-            else:
-                _backends[kind] = memory()
-        return _backends[kind]
+_throttle: ProcessWide[Throttle] = ProcessWide(
+    "throttle",
+    on_redis=lambda url, **options: RedisThrottle(url, **options),
+    in_memory=lambda: MemoryThrottle(),
+)
 
 
 def get_throttle() -> Throttle:
     """The process-wide throttle: Redis when ``settings.REDIS_URL`` is set, else in memory."""
-    return _backend("throttle", MemoryThrottle, RedisThrottle)
+    return _throttle.get()
 
 
 def reset_throttle() -> None:
     """Forget the process-wide throttle (tests; after changing settings)."""
-    with _throttle_lock:
-        _backends.pop("throttle", None)
+    _throttle.reset()
 
 
 # --- The product's buckets ------------------------------------------------------------------------
@@ -344,11 +330,17 @@ class RedisSocketQuota(SocketQuota):
         await script(keys=[self.key(user_id) for user_id in claims], args=args, client=client)
 
 
+_socket_quota: ProcessWide[SocketQuota] = ProcessWide(
+    "throttle",  # the throttles' pool
+    on_redis=lambda url, **options: RedisSocketQuota(url, **options),
+    in_memory=lambda: MemorySocketQuota(),
+)
+
+
 def get_socket_quota() -> SocketQuota:
     """The process-wide socket quota: Redis when ``settings.REDIS_URL`` is set, else in memory."""
-    return _backend("socket quota", MemorySocketQuota, RedisSocketQuota)
+    return _socket_quota.get()
 
 
 def reset_socket_quota() -> None:
-    with _throttle_lock:
-        _backends.pop("socket quota", None)
+    _socket_quota.reset()
