@@ -163,24 +163,28 @@ class _RoomStore:
 
     _rooms: dict[tuple[int, int], _RoomStore] = {}
 
-    def __init__(self, key: tuple[int, int], executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, key: tuple[int, int], executor: ThreadPoolExecutor, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self._key = key
         self._executor = executor
+        self._loop = loop
         self._queue: list[tuple[_Waiting, asyncio.Future[Submission]]] = []
         self._turns: asyncio.Task[None] | None = None
 
     @classmethod
     def of(cls, room_id: int, executor: ThreadPoolExecutor) -> _RoomStore:
-        key = (id(asyncio.get_running_loop()), room_id)
+        loop = asyncio.get_running_loop()
+        key = (id(loop), room_id)
         store = cls._rooms.get(key)
-        if store is None:
-            store = cls._rooms[key] = cls(key, executor)
+        if store is None or store._loop is not loop:  # none yet, or an ended loop's
+            store = cls._rooms[key] = cls(key, executor, loop)
         return store
 
     async def submit(self, waiting: _Waiting) -> Submission:
         future: asyncio.Future[Submission] = asyncio.get_running_loop().create_future()
         self._queue.append((waiting, future))
-        if self._turns is None:
+        if self._turns is None or self._turns.done():
             self._turns = asyncio.get_running_loop().create_task(
                 self._take_turns(), name=f"entry-store-room-{self._key[1]}"
             )
@@ -222,7 +226,8 @@ class _RoomStore:
                 future.cancel()
             self._queue = []
             self._turns = None
-            self._rooms.pop(self._key, None)
+            if self._rooms.get(self._key) is self:
+                del self._rooms[self._key]
 
 
 def _entries_store(room_id: int, items: list[_Waiting]) -> list[Submission | BaseException]:
