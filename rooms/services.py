@@ -303,24 +303,14 @@ def _entries_store_together(
                 answers.append(Submission(entry=stored[key], created=False))
                 continue
             seq += 1
-            if outcome is None:
-                assert ready.wanted is not None
-                found = selectors.entry_resolve(
-                    room_id=room.pk, before_seq=seq, wanted=ready.wanted
-                )
-                outcome = ready.finish(found)
-            entry = Entry.objects.create(
+            entry = _entry_insert(
                 room=room,
                 seq=seq,
                 author=item.author,
                 client_id=item.client_id,
                 expression=item.expression,
-                result=outcome.result,
-                error=outcome.error,
-                refs=list(outcome.refs),
-                defines=outcome.defines,
-                rounded=outcome.rounded,
-                rules=calculator.RULES,
+                prepared=ready,
+                outcome=outcome,
             )
             if key is not None:
                 stored[key] = entry
@@ -445,29 +435,52 @@ def _entry_store(
             if existing is not None:
                 return Submission(entry=existing, created=False)
         seq = room.last_seq + 1
-        if outcome is None:
-            assert prepared.wanted is not None
-            found = selectors.entry_resolve(room_id=room.pk, before_seq=seq, wanted=prepared.wanted)
-            outcome = prepared.finish(found)
         room.last_seq = seq
-        entry = Entry.objects.create(
+        entry = _entry_insert(
             room=room,
             seq=seq,
             author=author,
             client_id=client_id,
             expression=expression,
-            result=outcome.result,
-            error=outcome.error,
-            refs=list(outcome.refs),
-            defines=outcome.defines,
-            rounded=outcome.rounded,
-            rules=calculator.RULES,
+            prepared=prepared,
+            outcome=outcome,
         )
         Room.objects.filter(pk=room.pk).update(last_seq=seq, last_activity=entry.created)
         send_events_on_commit(lambda: _entry_events(room, entry))
     # Committed: the block is the outermost transaction for every caller (socket, view, command).
     metrics.entry_stored(transport)
     return Submission(entry=entry, created=True)
+
+
+def _entry_insert(
+    *,
+    room: Room,
+    seq: int,
+    author: User,
+    client_id: uuid.UUID | None,
+    expression: str,
+    prepared: calculator.Prepared,
+    outcome: calculator.Outcome | None,
+) -> Entry:
+    """Insert entry `seq` under the room's lock held by the caller; an expression that reads the
+    room (`outcome` None) is resolved here against exactly the entries before it."""
+    if outcome is None:
+        assert prepared.wanted is not None
+        found = selectors.entry_resolve(room_id=room.pk, before_seq=seq, wanted=prepared.wanted)
+        outcome = prepared.finish(found)
+    return Entry.objects.create(
+        room=room,
+        seq=seq,
+        author=author,
+        client_id=client_id,
+        expression=expression,
+        result=outcome.result,
+        error=outcome.error,
+        refs=list(outcome.refs),
+        defines=outcome.defines,
+        rounded=outcome.rounded,
+        rules=calculator.RULES,
+    )
 
 
 def _entries_events(room: Room, entries: list[Entry]) -> list[tuple[str, Event]]:
