@@ -1,8 +1,9 @@
-"""What one live connection does about presence: its frames, coalesced, and its typing.
+"""Presence on the live path: a room's frames, coalesced once per process, and a socket's typing.
 
-Both are plain objects a transport holds, so a second transport gets the same behaviour by holding
-them too. Neither starts a task of its own: timers go through the `spawn` the connection gives,
-so they end when the connection ends.
+`RoomPresenceFeed` belongs to a room's sockets in one process: it reads the room's state at most
+once at a time and hands what it read to every socket behind it (joining ones included).
+`Typing` is a plain object a transport holds; its timer goes through the `spawn` the connection
+gives, so it ends when the connection ends.
 """
 
 from __future__ import annotations
@@ -11,74 +12,28 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from presence import services
-from presence.store import PresenceState
 
 logger = logging.getLogger(__name__)
 
 Spawn = Callable[..., "asyncio.Task[Any] | None"]
 Online = list[dict[str, Any]]
+Key = tuple[tuple[str, bool], ...]
 
 
-class PresenceFeed:
-    """The presence frames one connection sends: always the newest state, at most one an interval.
-
-    `offer` takes every `presence.changed` event; older versions than the one shown are dropped,
-    and a burst of changes within the interval becomes one frame carrying the latest state.
-    """
-
-    def __init__(
-        self,
-        *,
-        send: Callable[[int, Online], Awaitable[None]],
-        spawn: Spawn,
-        interval: Callable[[], float],
-    ) -> None:
-        self._send = send
-        self._spawn = spawn
-        self._interval = interval
-        self.version = -1
-        self._pending: tuple[int, Online] | None = None
-        self._sent_at = 0.0
-        self._flush: asyncio.Task[Any] | None = None
-
-    async def show(self, state: PresenceState) -> None:
-        """Send `state` now (the state on connect)."""
-        await self._emit(state.version, services.state_payload(state))
-
-    async def offer(self, version: int, online: Online) -> None:
-        if version <= self.version:
-            return
-        self._pending = (version, online)
-        if self._flush is not None:
-            return  # a send is already scheduled; it will carry this newest state
-        wait = self._sent_at + self._interval() - time.monotonic()
-        if wait <= 0:
-            await self._flush_pending()
-        else:
-            self._flush = self._spawn(self._flush_later(wait), name="presence-flush")
-
-    async def _flush_later(self, wait: float) -> None:
-        await asyncio.sleep(wait)
-        self._flush = None
-        await self._flush_pending()
-
-    async def _flush_pending(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None and pending[0] > self.version:
-            await self._emit(*pending)
-
-    async def _emit(self, version: int, online: Online) -> None:
-        self.version = max(self.version, version)
-        self._sent_at = time.monotonic()
-        await self._send(version, online)
-
-
-def presence_key(online: Online) -> tuple[tuple[str, bool], ...]:
+def presence_key(online: Online) -> Key:
     """What a presence frame shows, comparable cheaply (two frames with one key look the same)."""
     return tuple((o["username"], bool(o["typing"])) for o in online)
+
+
+class Shown(NamedTuple):
+    """A state of the room as read once and shared by every socket that shows it."""
+
+    version: int
+    online: Online
+    key: Key
 
 
 class RoomPresenceFeed:
@@ -91,13 +46,18 @@ class RoomPresenceFeed:
     key)`: it only queues a prebuilt frame, unless the socket shows that `key` already, and says
     whether it did; `flushed(n)` hears how many did). A thousand sockets joining within a second
     cost one read and one flush, not a thousand timers and a million per-socket offers.
+
+    A joining socket's first frame comes from here too (`state_since(version)`, the version its
+    join answered): the sockets that join while a read is under way share the next one, so a
+    thousand joins cost a few reads of the room instead of a thousand, and their sockets share
+    one state instead of holding a thousand copies of the room's names.
     """
 
     def __init__(
         self,
         *,
         members: Callable[[], Any],
-        send: Callable[[Any, int, Online, tuple[tuple[str, bool], ...]], bool],
+        send: Callable[[Any, int, Online, Key], bool],
         fetch: Callable[[], Awaitable[tuple[int, Online]]],
         interval: Callable[[], float],
         flushed: Callable[[int], None] = lambda sent: None,
@@ -112,6 +72,37 @@ class RoomPresenceFeed:
         self._sent_at = -float("inf")
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
+        self._last: Shown | None = None  # the newest state read
+        self._reading: asyncio.Task[Shown] | None = None
+
+    async def state_since(self, version: int) -> Shown:
+        """A state at least as new as `version` (a change this process just made): the newest
+        one read if it is, else the next read, which every caller meanwhile shares."""
+        last = self._last
+        for _ in range(3):
+            if last is not None and last.version >= version:
+                break
+            last = await self._read()
+        assert last is not None
+        return last
+
+    async def _read(self) -> Shown:
+        """The room's state, read now; callers that come while a read is under way share it
+        if it began after their change, else the one after it."""
+        task = self._reading
+        if task is None or task.done():
+            task = self._reading = asyncio.get_running_loop().create_task(
+                self._read_now(), name="presence-read"
+            )
+            task.add_done_callback(_retrieved)
+        return await asyncio.shield(task)
+
+    async def _read_now(self) -> Shown:
+        version, online = await self._fetch()
+        shown = Shown(version, online, presence_key(online))
+        if self._last is None or shown.version >= self._last.version:
+            self._last = shown
+        return shown
 
     def offer(self, version: int) -> None:
         if version <= self.version:
@@ -132,13 +123,12 @@ class RoomPresenceFeed:
     async def _flush(self) -> None:
         self._sent_at = time.monotonic()
         try:
-            version, online = await self._fetch()
+            version, online, key = await self._read()
         except Exception as exc:  # Redis blinked: the next change (or tick) tries again
             logger.warning("could not read a room's presence: %s: %s", type(exc).__name__, exc)
             return
         self._shown = max(self._shown, version)
         self.version = max(self.version, version)
-        key = presence_key(online)
         sent = 0
         for member in list(self._members()):
             try:
@@ -157,6 +147,15 @@ class RoomPresenceFeed:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        if self._reading is not None:
+            self._reading.cancel()
+            self._reading = None
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """A shared read that failed with nobody left waiting for it is not an unretrieved error."""
+    if not task.cancelled():
+        task.exception()
 
 
 class Typing:

@@ -12,6 +12,10 @@ Contract (both stores, same contract tests):
 * A person is typing until ``typing_ttl_seconds`` after their last typing signal, or until
   cleared. Only people who are online can be typing: a typing signal from someone who is not
   online is ignored.
+* ``join``, ``leave`` and ``set_typing`` each have a ``*_mark`` twin that makes the same change
+  and answers only its `PresenceMark` (room, version, changed), not the whole state: a socket's
+  join in a room of thousands need not read and parse thousands of names it will not use (the
+  room's feed reads the state once for every socket that joined meanwhile).
 * ``version`` increases whenever the room's stored presence changes (a connection added or
   removed, expiry purge, typing on/off) and never decreases. ``changed`` is narrower: the set of
   online usernames or of typing usernames differs from what the previous call reported.
@@ -79,6 +83,20 @@ class PresenceState:
         }
 
 
+@dataclass(frozen=True)
+class PresenceMark:
+    """What one change did, without the state: the room's version after it, and whether what the
+    room shows changed."""
+
+    room_id: int
+    version: int
+    changed: bool
+
+
+def _mark(state: PresenceState) -> PresenceMark:
+    return PresenceMark(room_id=state.room_id, version=state.version, changed=state.changed)
+
+
 def _sort_key(username: str) -> tuple[str, str]:
     return (username.casefold(), username)
 
@@ -141,6 +159,17 @@ class PresenceStore(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to close by default
         """Release resources bound to the current event loop."""
+
+    # The same changes, answering only their mark. A store that can skip reading the state back
+    # overrides these; by default they make the change and drop the state.
+    async def join_mark(self, room_id: int, conn_id: str, username: str) -> PresenceMark:
+        return _mark(await self.join(room_id, conn_id, username))
+
+    async def leave_mark(self, room_id: int, conn_id: str) -> PresenceMark:
+        return _mark(await self.leave(room_id, conn_id))
+
+    async def typing_mark(self, room_id: int, username: str, typing: bool) -> PresenceMark:
+        return _mark(await self.set_typing(room_id, username, typing))
 
 
 def _validate_ttls(ttl_seconds: float, typing_ttl_seconds: float) -> None:
@@ -396,15 +425,19 @@ else
   redis.call('PEXPIRE', typing, key_ms)
   redis.call('PEXPIRE', verkey, key_ms)
 end
-return {ver, changed and 1 or 0, after_online_list, after_typing_list}
 """
+_LUA_RETURN_STATE = "return {ver, changed and 1 or 0, after_online_list, after_typing_list}\n"
+_LUA_RETURN_MARK = "return {ver, changed and 1 or 0}\n"
 
 
-def _lua(body: str) -> str:
-    return _LUA_PRELUDE + body + _LUA_EPILOGUE
+def _lua(body: str, *, mark: bool = False) -> str:
+    """An operation's script; `mark`: it answers only the version and whether the room changed."""
+    return _LUA_PRELUDE + body + _LUA_EPILOGUE + (_LUA_RETURN_MARK if mark else _LUA_RETURN_STATE)
 
 
-_LUA_UPSERT = _lua("upsert(ARGV[4], ARGV[5])\n")
+_UPSERT_BODY = "upsert(ARGV[4], ARGV[5])\n"
+_LUA_UPSERT = _lua(_UPSERT_BODY)
+_LUA_UPSERT_MARK = _lua(_UPSERT_BODY, mark=True)
 
 # ARGV[4], ARGV[5], ...: conn_id, username pairs. Two commands per thousand connections (one
 # ZADD and one HSET of many members each), not three per connection: a room's heartbeat costs
@@ -439,16 +472,15 @@ flush()
 """
 )
 
-_LUA_LEAVE = _lua(
-    """
+_LEAVE_BODY = """
 purge(nil)
 redis.call('HDEL', users, ARGV[4])
 if redis.call('ZREM', conns, ARGV[4]) == 1 then mutated = true end
 """
-)
+_LUA_LEAVE = _lua(_LEAVE_BODY)
+_LUA_LEAVE_MARK = _lua(_LEAVE_BODY, mark=True)
 
-_LUA_TYPING = _lua(
-    """
+_TYPING_BODY = """
 purge(nil)
 local username = ARGV[4]
 if ARGV[5] == '1' then
@@ -460,7 +492,8 @@ else
   if redis.call('ZREM', typing, username) == 1 then mutated = true end
 end
 """
-)
+_LUA_TYPING = _lua(_TYPING_BODY)
+_LUA_TYPING_MARK = _lua(_TYPING_BODY, mark=True)
 
 _LUA_STATE = _lua("purge(nil)\n")
 
@@ -522,8 +555,26 @@ class RedisPresenceStore(PresenceStore):
             int(room_id), online, typing, version=int(version), changed=bool(changed)
         )
 
+    async def _run_mark(self, lua: str, room_id: int, *args: str) -> PresenceMark:
+        client, script = self._redis.script(lua)
+        version, changed = await script(
+            keys=self.room_keys(room_id),
+            args=[self._ttl_ms, self._typing_ms, self._key_ms, *args],
+            client=client,
+        )
+        return PresenceMark(room_id=int(room_id), version=int(version), changed=bool(changed))
+
     async def join(self, room_id: int, conn_id: str, username: str) -> PresenceState:
         return await self._run(_LUA_UPSERT, room_id, conn_id, username)
+
+    async def join_mark(self, room_id: int, conn_id: str, username: str) -> PresenceMark:
+        return await self._run_mark(_LUA_UPSERT_MARK, room_id, conn_id, username)
+
+    async def leave_mark(self, room_id: int, conn_id: str) -> PresenceMark:
+        return await self._run_mark(_LUA_LEAVE_MARK, room_id, conn_id)
+
+    async def typing_mark(self, room_id: int, username: str, typing: bool) -> PresenceMark:
+        return await self._run_mark(_LUA_TYPING_MARK, room_id, username, "1" if typing else "0")
 
     async def refresh(self, room_id: int, conn_id: str, username: str) -> PresenceState:
         return await self._run(_LUA_UPSERT, room_id, conn_id, username)

@@ -21,7 +21,7 @@ from django.conf import settings
 
 from accounts.tokens import TokenGrant
 from presence import services as presence
-from presence.live import PresenceFeed, RoomPresenceFeed, Typing, presence_key
+from presence.live import Key, RoomPresenceFeed, Typing
 from presence.store import PresenceState
 from realtime import metrics, outage
 from realtime.connection import Connection
@@ -83,7 +83,6 @@ class RoomConsumer(_SeatedConnection):
     username: str
     seat: Seat
     renderer: Renderer
-    feed: PresenceFeed
     typing: Typing
 
     async def connect(self) -> None:
@@ -122,11 +121,6 @@ class RoomConsumer(_SeatedConnection):
             room_slug=room.slug,
             viewer=user.username,
         )
-        self.feed = PresenceFeed(
-            send=self._send_presence,
-            spawn=self.tasks.spawn,
-            interval=lambda: settings.PRESENCE_BROADCAST_INTERVAL_SECONDS,
-        )
         self.typing = Typing(
             room_id=room.id,
             username=user.username,
@@ -135,7 +129,8 @@ class RoomConsumer(_SeatedConnection):
         )
         self.in_presence = False
 
-        self.presence_shown: tuple[tuple[str, bool], ...] | None = None  # what its frame showed
+        self.presence_version = -1  # the newest presence version this socket was given
+        self.presence_shown: Key | None = None  # what its frame showed (the room's shared key)
         self.missed_seq = 0  # the newest entry dropped for this socket while it read too slowly
         self.read_pending = 0  # the newest seq the page said it showed, not yet stored
 
@@ -143,15 +138,17 @@ class RoomConsumer(_SeatedConnection):
         await self.listen(user_group(user.id))
         room_ticker.enter(room.id, self)
         self.in_presence = True  # from here on, the end leaves presence (even half-joined)
-        state = await presence.presence_join(
+        joined = await presence.presence_join(
             room_id=room.id, conn_id=self.channel_name, username=self.username
         )
         # Read after listening: an entry stored before this is in `sync`, one after it is heard.
         last_seq = await database_sync_to_async(selectors.room_last_seq)(room_id=room.id)
         _seen_seq(room.id, last_seq)
+        # The room's state with this join in it, read once for every socket joining meanwhile.
+        shown = await _room_presence(room.id).state_since(joined.version)
         await self.accept(subprotocol=self.renderer.subprotocol)
-        await self.feed.show(state)
-        self.presence_shown = presence_key(presence.state_payload(state))
+        self.presence_version, self.presence_shown = shown.version, shown.key
+        await self.send_frame(self.renderer.presence(shown.version, shown.online))
         await self.send_frame(self.renderer.sync(last_seq))
         self.opened = True
         metrics.socket_opened(len(room_ticker.members(room.id)))
@@ -404,15 +401,14 @@ class RoomConsumer(_SeatedConnection):
     async def presence_changed(self, event: PresenceChanged) -> None:
         _room_presence(self.room_id).offer(event["version"])
 
-    def queue_presence(
-        self, version: int, online: list[dict[str, Any]], key: tuple[tuple[str, bool], ...]
-    ) -> bool:
+    def queue_presence(self, version: int, online: list[dict[str, Any]], key: Key) -> bool:
         """The room's feed has a newer state than this socket showed: queue its frame (unless
         only the version moved, a second tab closing: then the room shows what it showed)."""
-        if version <= self.feed.version or self.closing:
+        if version <= self.presence_version or self.closing:
             return False
-        self.feed.version = version
+        self.presence_version = version
         if key == self.presence_shown:
+            self.presence_shown = key  # the room's newest copy: older ones can go
             return False
         self.presence_shown = key
         self.deliver_frame(self.renderer.presence(version, online))
@@ -423,10 +419,6 @@ class RoomConsumer(_SeatedConnection):
             await self.close(code=CLOSE_ACCESS_REVOKED)
 
     # --- Sending ----------------------------------------------------------------------------------
-
-    async def _send_presence(self, version: int, online: list[dict[str, Any]]) -> None:
-        metrics.frame_out("presence")
-        await self.send_frame(self.renderer.presence(version, online))
 
     async def _send_error(self, code: str, message: str, client_id: str | None) -> None:
         metrics.refusal(code)

@@ -90,15 +90,26 @@ class HtmlRenderer(Renderer):
     subprotocol = None
     _presence: ClassVar[_FrameCache] = _FrameCache()
 
+    _typing: ClassVar[OrderedDict[tuple[int, int], frozenset[str]]] = OrderedDict()
+
     def presence(self, version: int, online: Online) -> str:
         # Everyone who is not typing sees the same fragment; a typing viewer sees it without
-        # their own name in the typing line.
-        typing = any(o["username"] == self.viewer and o["typing"] for o in online)
-        view = self.viewer if typing else ""
+        # their own name in the typing line. Who types is worked out once per state, not once
+        # per socket (a walk of the whole room for each of its thousand sockets).
+        view = self.viewer if self.viewer in self._typing_in(version, online) else ""
         return self._presence.get(
             (self.room_id, version, view),
             lambda: payloads.presence_html(online, viewer=self.viewer),
         )
+
+    def _typing_in(self, version: int, online: Online) -> frozenset[str]:
+        key = (self.room_id, version)
+        typing = self._typing.get(key)
+        if typing is None:
+            typing = self._typing[key] = frozenset(o["username"] for o in online if o["typing"])
+            if len(self._typing) > self._presence.size:
+                self._typing.popitem(last=False)
+        return typing
 
     def sync(self, last_seq: int) -> str:
         return payloads.html_sync_frame(last_seq)

@@ -446,8 +446,9 @@ async def test_a_heartbeat_restores_a_record_that_vanished(
     await frames_during(bob_ws, 0.3)  # drain: what bob sees next comes after the loss
 
     # The record vanishes behind alice's back (say Redis lost it)...
-    state = await presence_leave(room_id=lobby.id, conn_id=alice_conns[0])
-    assert [o.username for o in state.online] == ["bob"]
+    left = await presence_leave(room_id=lobby.id, conn_id=alice_conns[0])
+    assert left.changed
+    assert [o.username for o in (await store.state(lobby.id)).online] == ["bob"]
     # ...and her next heartbeat brings her back; the room ends up seeing her online.
     loop = asyncio.get_running_loop()
     deadline = loop.time() + DEADLINE

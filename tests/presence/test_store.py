@@ -264,6 +264,38 @@ async def test_closing_the_last_tab_removes_the_person_at_once(
     assert await harness.leftovers(ROOM) == []  # no ghost left behind
 
 
+async def test_a_change_answered_by_its_mark_is_the_same_change(harness: Harness) -> None:
+    """A socket's join, leave and typing answer only their mark (version, changed): the same
+    change as the calls that read the whole state back, whose state says what it did."""
+    store = harness.make()
+    joined = await store.join_mark(ROOM, "tab-1", "alice")
+    state = await store.state(ROOM)
+    assert (joined.room_id, joined.changed) == (ROOM, True)
+    assert names(state) == ["alice"] and state.version == joined.version
+
+    second_tab = await store.join_mark(ROOM, "tab-2", "alice")
+    assert not second_tab.changed and second_tab.version > joined.version  # stored, not shown
+    bob = await store.join_mark(ROOM, "b-1", "bob")
+    assert bob.changed and bob.version > second_tab.version
+
+    typing = await store.typing_mark(ROOM, "alice", True)
+    state = await store.state(ROOM)
+    assert typing.changed and state.version == typing.version
+    assert state.typing_usernames() == ("alice",)
+    stranger = await store.typing_mark(ROOM, "mallory", True)  # not online: ignored
+    assert not stranger.changed and stranger.version == typing.version
+
+    one_tab_left = await store.leave_mark(ROOM, "tab-1")
+    assert not one_tab_left.changed  # alice is still online (and typing) in her other tab
+    assert (await store.state(ROOM)).typing_usernames() == ("alice",)
+    gone = await store.leave_mark(ROOM, "tab-2")
+    state = await store.state(ROOM)
+    assert gone.changed and names(state) == ["bob"] and state.typing_usernames() == ()
+    assert gone.version > one_tab_left.version
+    last = await store.leave_mark(ROOM, "b-1")
+    assert last.changed and await harness.leftovers(ROOM) == []
+
+
 async def test_leave_of_unknown_connection_changes_nothing(store: PresenceStore) -> None:
     await store.join(ROOM, "tab-1", "alice")
     state = await store.leave(ROOM, "nope")
