@@ -121,37 +121,36 @@ def seats_recheck(*, room_id: int, seats: Collection[Seat]) -> dict[Seat, Lost]:
     """
     if not seats:
         return {}
+    # Plain rows, not User instances: a room's tick re-checks every socket every two seconds, and
+    # building (and signalling) a thousand model instances was most of an idle room's work.
     users = {
-        user.pk: user
-        for user in User.objects.filter(pk__in={seat.user_id for seat in seats})
+        pk: (is_active, password, role, barred)
+        for pk, is_active, password, role, barred in User.objects.filter(
+            pk__in={seat.user_id for seat in seats}
+        )
         .annotate(
             role=Subquery(
                 Membership.objects.filter(room_id=room_id, user=OuterRef("pk")).values("role")[:1]
             ),
             barred=Exists(RoomBar.objects.filter(room_id=room_id, user=OuterRef("pk"))),
         )
-        .only("pk", "is_active", "password")
+        .values_list("pk", "is_active", "password", "role", "barred")
     }
     sessions = _sessions({seat.session_key for seat in seats if seat.session_key})
     tokens = _live_tokens({seat.token_id for seat in seats if seat.token_id is not None})
-    hashes: dict[int, list[str]] = {}  # each user's auth hashes, computed once for all their seats
     lost: dict[Seat, Lost] = {}
     for seat in seats:
-        user = users.get(seat.user_id)
-        signed_in = user is not None and user.is_active
+        row = users.get(seat.user_id)
+        signed_in = row is not None and row[0]
         if signed_in and seat.session_key is not None:
-            assert user is not None
-            if user.pk not in hashes:
-                hashes[user.pk] = [
-                    user.get_session_auth_hash(),
-                    *user.get_session_auth_fallback_hash(),
-                ]
-            signed_in = _session_holds(sessions.get(seat.session_key), user, hashes[user.pk])
+            assert row is not None
+            hashes = _auth_hashes(seat.user_id, row[1])
+            signed_in = _session_holds(sessions.get(seat.session_key), seat.user_id, hashes)
         if signed_in and seat.token_id is not None:
             signed_in = tokens.get(seat.token_id) == seat.user_id
         if not signed_in:
             lost[seat] = Lost.SESSION
-        elif _level(user.role, is_public=False, barred=user.barred) < Access.MEMBER:
+        elif _level(row[2], is_public=False, barred=row[3]) < Access.MEMBER:  # type: ignore[index]
             lost[seat] = Lost.ACCESS
     return lost
 
@@ -199,10 +198,34 @@ def _decoded(store: Any, key: str, data: str) -> dict[str, Any]:
     return decoded
 
 
-def _session_holds(session: dict[str, Any] | None, user: User, candidates: list[str]) -> bool:
-    """Whether `session` still signs `user` in (the check Django's `get_user` makes, against the
-    user's current auth hashes `candidates`)."""
-    if not session or str(session.get(SESSION_KEY)) != str(user.pk):
+_AUTH_HASHES: dict[tuple[Any, ...], tuple[str, ...]] = {}  # (user, password, keys) -> auth hashes
+_AUTH_HASHES_MAX = 20_000
+
+
+def _auth_hashes(user_id: int, password: str) -> tuple[str, ...]:
+    """The session auth hashes a session of this user must carry (Django's own, from the user
+    model, with the fallback keys'), remembered while the user's password and the secret keys
+    stay the same: a new password is a new entry, so a session signed with the old one no
+    longer holds."""
+    key = (user_id, password, settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS)
+    hashes = _AUTH_HASHES.get(key)
+    if hashes is None:
+        if len(_AUTH_HASHES) >= _AUTH_HASHES_MAX:
+            _AUTH_HASHES.clear()
+        user = User(pk=user_id, password=password)
+        hashes = _AUTH_HASHES[key] = (
+            user.get_session_auth_hash(),
+            *user.get_session_auth_fallback_hash(),
+        )
+    return hashes
+
+
+def _session_holds(
+    session: dict[str, Any] | None, user_id: int, candidates: Collection[str]
+) -> bool:
+    """Whether `session` still signs in user `user_id` (the check Django's `get_user` makes,
+    against the user's current auth hashes `candidates`)."""
+    if not session or str(session.get(SESSION_KEY)) != str(user_id):
         return False
     session_hash = session.get(HASH_SESSION_KEY) or ""
     return bool(session_hash) and any(constant_time_compare(session_hash, h) for h in candidates)
