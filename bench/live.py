@@ -80,6 +80,7 @@ from after_query import (
 )
 
 DB_NAME = os.environ.get("BENCH_DB_NAME", "calcrooms_bench")
+IDLE_WINDOW_SECONDS = 20.0  # the product's SYNC_INTERVAL_SECONDS
 SERVERS = ("A", "B0", "B1")
 SCENARIOS = ("fanout", "saturation", "throughput", "idle", "catchup")
 LOG_STEP = math.log(1.01)  # loadgen.py's histogram buckets
@@ -949,7 +950,9 @@ class Bench:
         await asyncio.sleep(3)
         rss_after = server.rss_kib()
         cpu0, redis0, wall0 = server.cpu_seconds(), commands(), time.monotonic()
-        await asyncio.sleep(10)
+        # One whole sync interval (20 s: two heartbeats, ten room ticks and one `sync` to every
+        # socket), so a run neither always includes nor always misses the periodic work.
+        await asyncio.sleep(IDLE_WINDOW_SECONDS)
         wall = time.monotonic() - wall0
         idle_cpu = 100 * (server.cpu_seconds() - cpu0) / wall
         redis_rate = (commands() - redis0) / wall
