@@ -543,8 +543,13 @@ async def _room_tick(room_id: int, sockets: set[RoomConsumer], tick: int) -> Non
     if resync or tick % _every(settings.SYNC_INTERVAL_SECONDS) == 0:
         last_seq = await database_sync_to_async(selectors.room_last_seq)(room_id=room_id)
         _seen_seq(room_id, last_seq)
+        frames: dict[str, str] = {}  # built once per wire mode, queued like a broadcast
         for socket in sockets:
-            await socket.send_frame(socket.renderer.sync(last_seq))
+            mode = socket.renderer.mode
+            frame = frames.get(mode)
+            if frame is None:
+                frame = frames[mode] = socket.renderer.sync(last_seq)
+            socket.deliver_frame(frame)
         metrics.frame_out("sync", len(sockets))
 
 
