@@ -152,8 +152,9 @@ TEMPLATES = [
 DATABASE_URL = env_str("DATABASE_URL")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
-    ON_POSTGRESQL = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
-    if ON_POSTGRESQL and env_bool("DATABASE_POOL", True):
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
+        "DATABASE_POOL", True
+    ):
         # psycopg's pool: a "closed" connection goes back to the pool instead of the server, so
         # each unit of work skips the connect (bench/catchup: socket open to caught up ~2x faster).
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
@@ -162,16 +163,10 @@ if DATABASE_URL:
             # A request during an outage waits this long for a connection, then answers 503.
             "timeout": env_float("DATABASE_POOL_TIMEOUT_SECONDS", 2),
         }
-        # A connection idle in the pool for DATABASE_POOL_CHECK_IDLE_SECONDS or more is tried
-        # (one empty query) before it is given out, so the ones a restart broke are replaced
-        # instead of failing once each; one returned moments ago goes out as it is
-        # (project/dbpool.py).
-        from project.dbpool import check_unless_recent
-
-        DATABASES["default"]["ENGINE"] = "project.postgresql"  # Django's, taking that check
-        DATABASES["default"]["OPTIONS"]["pool"]["check"] = check_unless_recent(
-            env_float("DATABASE_POOL_CHECK_IDLE_SECONDS", 0.1)
-        )
+        # Django hands the pool `check=ConnectionPool.check_connection`: every connection is
+        # tried (one empty query) before it is given out, so the ones a restart broke are
+        # replaced instead of failing once each.
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
         # psycopg_pool retries a failed connect (and re-checks after a broken connection) with a
         # doubling delay, 1 s, 2 s, 4 s, ..., and has no setting for it: after a 10 s outage it
         # next tried 5 s after PostgreSQL was back. Retry at a steady short interval instead.
@@ -180,7 +175,6 @@ if DATABASE_URL:
         AttemptWithBackoff.INITIAL_DELAY = env_float("DATABASE_POOL_RETRY_SECONDS", 0.2)
         AttemptWithBackoff.DELAY_BACKOFF = 1.0
 else:
-    ON_POSTGRESQL = False
     (BASE_DIR / "var").mkdir(exist_ok=True)
     DATABASES = {
         "default": {
@@ -304,7 +298,7 @@ SYNC_INTERVAL_SECONDS = env_float("SYNC_INTERVAL_SECONDS", 20)
 # Each holds a pooled connection while it stores: keep it under DATABASE_POOL_MAX_SIZE.
 ENTRY_STORE_THREADS = env_int(
     "ENTRY_STORE_THREADS",
-    4 if ON_POSTGRESQL else 0,
+    4 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" else 0,
 )
 # A socket whose client has not read what waited for it (its outbox full) for this long is closed
 # with 1013; it reconnects and catches up. Until then, entries are dropped for it alone.

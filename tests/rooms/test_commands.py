@@ -50,7 +50,7 @@ def test_load_demo_fills_an_empty_database_once_with_the_contract_data(capsys):
 
 def test_ensure_database_creates_a_missing_postgresql_database() -> None:
     db = settings.DATABASES["default"]
-    if not settings.ON_POSTGRESQL:
+    if db["ENGINE"] != "django.db.backends.postgresql":
         pytest.skip("PostgreSQL only")
     name = f"calcrooms_ensure_{uuid.uuid4().hex[:8]}"
     server = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}"
