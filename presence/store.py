@@ -544,24 +544,22 @@ class RedisPresenceStore(PresenceStore):
         base = f"{self.prefix}:p:{int(room_id)}"
         return [f"{base}:conns", f"{base}:users", f"{base}:typing", f"{base}:ver"]
 
-    async def _run(self, lua: str, room_id: int, *args: str) -> PresenceState:
+    async def _call(self, lua: str, room_id: int, *args: str) -> list[Any]:
         client, script = self._redis.script(lua)
-        version, changed, online, typing = await script(
+        return await script(
             keys=self.room_keys(room_id),
             args=[self._ttl_ms, self._typing_ms, self._key_ms, *args],
             client=client,
         )
+
+    async def _run(self, lua: str, room_id: int, *args: str) -> PresenceState:
+        version, changed, online, typing = await self._call(lua, room_id, *args)
         return build_state(
             int(room_id), online, typing, version=int(version), changed=bool(changed)
         )
 
     async def _run_mark(self, lua: str, room_id: int, *args: str) -> PresenceMark:
-        client, script = self._redis.script(lua)
-        version, changed = await script(
-            keys=self.room_keys(room_id),
-            args=[self._ttl_ms, self._typing_ms, self._key_ms, *args],
-            client=client,
-        )
+        version, changed = await self._call(lua, room_id, *args)
         return PresenceMark(room_id=int(room_id), version=int(version), changed=bool(changed))
 
     async def join(self, room_id: int, conn_id: str, username: str) -> PresenceState:

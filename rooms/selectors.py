@@ -7,7 +7,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import import_module
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
@@ -124,10 +124,8 @@ def seats_recheck(*, room_id: int, seats: Collection[Seat]) -> dict[Seat, Lost]:
     # Plain rows, not User instances: a room's tick re-checks every socket every two seconds, and
     # building (and signalling) a thousand model instances was most of an idle room's work.
     users = {
-        pk: (is_active, password, role, barred)
-        for pk, is_active, password, role, barred in User.objects.filter(
-            pk__in={seat.user_id for seat in seats}
-        )
+        row[0]: _Holder(*row[1:])
+        for row in User.objects.filter(pk__in={seat.user_id for seat in seats})
         .annotate(
             role=Subquery(
                 Membership.objects.filter(room_id=room_id, user=OuterRef("pk")).values("role")[:1]
@@ -140,19 +138,35 @@ def seats_recheck(*, room_id: int, seats: Collection[Seat]) -> dict[Seat, Lost]:
     tokens = _live_tokens({seat.token_id for seat in seats if seat.token_id is not None})
     lost: dict[Seat, Lost] = {}
     for seat in seats:
-        row = users.get(seat.user_id)
-        signed_in = row is not None and row[0]
-        if signed_in and seat.session_key is not None:
-            assert row is not None
-            hashes = _auth_hashes(seat.user_id, row[1])
-            signed_in = _session_holds(sessions.get(seat.session_key), seat.user_id, hashes)
-        if signed_in and seat.token_id is not None:
-            signed_in = tokens.get(seat.token_id) == seat.user_id
-        if not signed_in:
+        holder = users.get(seat.user_id)
+        if holder is None or not _signed_in(seat, holder, sessions, tokens):
             lost[seat] = Lost.SESSION
-        elif _level(row[2], is_public=False, barred=row[3]) < Access.MEMBER:  # type: ignore[index]
+        elif _level(holder.role, is_public=False, barred=holder.barred) < Access.MEMBER:
             lost[seat] = Lost.ACCESS
     return lost
+
+
+class _Holder(NamedTuple):
+    """What the re-check reads of a seat's user, as a plain row."""
+
+    is_active: bool
+    password: str
+    role: str | None
+    barred: bool
+
+
+def _signed_in(
+    seat: Seat, holder: _Holder, sessions: dict[str, dict[str, Any]], tokens: dict[int, int]
+) -> bool:
+    """Whether the seat's person is still signed in: active, its session (if any) still theirs
+    with their current password, its token (if any) not revoked."""
+    if not holder.is_active:
+        return False
+    if seat.session_key is not None and not _session_holds(
+        sessions.get(seat.session_key), seat.user_id, _auth_hashes(seat.user_id, holder.password)
+    ):
+        return False
+    return seat.token_id is None or tokens.get(seat.token_id) == seat.user_id
 
 
 def _live_tokens(ids: set[int]) -> dict[int, int]:
