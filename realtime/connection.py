@@ -23,6 +23,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import Error as DatabaseError
 from redis.exceptions import RedisError
@@ -116,9 +117,10 @@ class Connection(AsyncWebsocketConsumer):
     """Base of the product's sockets: owned tasks, live topics, one ending.
 
     Subclasses listen to topics with `listen` (the hub hands their events to `deliver`, which
-    queues them in the socket's outbox; one writer task per socket takes them out in order and
-    calls the handler named after the event's type), start work with `self.tasks.spawn`, send
-    with `send_frame`, and undo their own state in `on_end`, which runs exactly once.
+    queues them in the socket's outbox; a writer task, there only while the outbox holds
+    something, takes them out in order and calls the handler named after the event's type), start
+    work with `self.tasks.spawn`, send with `send_frame`, and undo their own state in `on_end`,
+    which runs exactly once.
 
     The outbox is what keeps one slow reader from holding up a room: the hub never waits for a
     socket. When a client reads so slowly that `OUTBOX_LIMIT` events wait for it, further entries
@@ -139,24 +141,39 @@ class Connection(AsyncWebsocketConsumer):
         self.closing = False
         self._ended = False
         self._outbox: deque[dict[str, Any] | str] = deque()
-        self._wake = asyncio.Event()
-        # The writer is waiting and no frame is on its way: the next frame may be sent at once.
+        # The writer: a task that exists only while the outbox holds something (an idle socket
+        # has none, so holding thousands of idle sockets costs no task, no event per socket).
+        self._writer: asyncio.Task[None] | None = None
+        # No frame is on its way (neither sent here and now nor by the writer): the next frame
+        # may be sent at once.
         self._idle = False  # until `accept`
-        self._writing = False  # the writer is handling an item
         self.close_code: int | None = None  # as the client's disconnect reported it
         self._behind = False  # events were dropped for this socket: tell it once it has caught up
         self.behind_since: float | None = None  # since when (monotonic), while it is behind
         self.channel_name = f"live.{_PROCESS}!{uuid.uuid4().hex}"
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
         try:
-            await super().__call__(scope, receive, send)
+            await self._serve(receive)
         except Exception as exc:
             await self._fail(exc)
         finally:
             # Shielded: a connection cancelled (the server shutting down, a client that gave up
             # waiting) still completes its cleanup, each step bounded in time.
             await asyncio.shield(self._end_soon())
+
+    async def _serve(self, receive: Any) -> None:
+        """Handle the client's messages in turn until the connection stops: what Channels'
+        consumer does with its sources, without a task around each `receive` (with the client as
+        the only source, that task only waited on it)."""
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
 
     def _end_soon(self) -> asyncio.Future[None]:
         """Start the ending as a task of its own (kept until done: asyncio holds weak refs)."""
@@ -227,8 +244,7 @@ class Connection(AsyncWebsocketConsumer):
             self._send_now(item)
             return
         self._outbox.append(item)
-        if not self._wake.is_set():
-            self._wake.set()
+        self._start_writer()
 
     def _send_now(self, frame: str) -> None:
         """Send `frame` here and now, without waking the writer: the hot path of a broadcast.
@@ -247,11 +263,11 @@ class Connection(AsyncWebsocketConsumer):
             waiting = coro.send(None)
         except StopIteration:
             self._idle = True
-            if self._outbox and not self._wake.is_set():
-                self._wake.set()  # what was queued meanwhile: the writer takes it from here
+            self._start_writer()  # what was queued meanwhile: the writer takes it from here
             return
         except Exception:  # the client is gone: its disconnect ends the connection
             self._idle = True
+            self._start_writer()
             return
         if isinstance(waiting, asyncio.Future):
             # What a Task does with a future its coroutine waits on: take it, resume when done.
@@ -268,8 +284,7 @@ class Connection(AsyncWebsocketConsumer):
             self._send_now(frame)
             return
         self._outbox.append(frame)
-        if not self._wake.is_set():
-            self._wake.set()
+        self._start_writer()
 
     def outgoing(self, event: dict[str, Any]) -> dict[str, Any] | str | None:
         """What the writer gets for `event`: the event (its handler runs then), or, when the
@@ -289,27 +304,36 @@ class Connection(AsyncWebsocketConsumer):
         """The hub was cut off from Redis and is back: events may have been missed."""
         self.deliver({"type": "live.resumed"})
 
+    def _start_writer(self) -> None:
+        """Start the writer if something waits in the outbox and nothing is on its way (while a
+        frame sent here and now waits on its transport, its completion starts the writer)."""
+        if self._writer is None and self._idle and self._outbox and not self.closing:
+            self._writer = self.tasks.spawn(self._write(), name="outbox")
+
     async def _write(self) -> None:
-        wake = self._wake
+        """Take the outbox out in order, then tell a client that fell behind that it caught up;
+        end when nothing is left (the next queued item starts a writer again)."""
         outbox = self._outbox
-        while not self.closing:
-            if not outbox or (self._idle is False and not self._writing):
-                # Nothing queued, or a frame sent here and now still waits on its transport.
-                if not outbox and self._behind and self._idle:
+        try:
+            while not self.closing:
+                if outbox:
+                    self._idle = False
+                    try:
+                        await self._write_one(outbox.popleft())
+                    finally:
+                        self._idle = True
+                elif self._behind:
                     self._behind = False
                     self.behind_since = None
-                    self._idle, self._writing = False, True
-                    await self.on_caught_up()
-                    self._idle, self._writing = True, False
-                    continue
-                wake.clear()
-                await wake.wait()
-                continue
-            self._idle, self._writing = False, True
-            try:
-                await self._write_one(outbox.popleft())
-            finally:
-                self._idle, self._writing = True, False
+                    self._idle = False
+                    try:
+                        await self.on_caught_up()
+                    finally:
+                        self._idle = True
+                else:
+                    return
+        finally:
+            self._writer = None
 
     async def _write_one(self, event: dict[str, Any] | str) -> None:
         if isinstance(event, str):
@@ -337,8 +361,8 @@ class Connection(AsyncWebsocketConsumer):
         self.accepted = True
         # Queued frames go straight to the server (`DirectSend`), when it is in front.
         self.frame_send = self.scope.get(DIRECT_SEND) or self.base_send
-        self.tasks.spawn(self._write(), name="outbox")
-        self._idle = True  # what waited for the accept goes first (the writer), then at once
+        self._idle = True
+        self._start_writer()  # what waited for the accept goes first (the writer), then at once
         outage.REDIS.recovered()  # a socket opened: presence and the hub answered
         outage.DATABASE.recovered()
 
