@@ -37,6 +37,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 
 from accounts.models import AccessToken, User
+from realtime.connection import scope_header
 from realtime.events import TokenRevoked, send_event_on_commit, user_group
 
 logger = logging.getLogger(__name__)
@@ -215,9 +216,8 @@ class BearerTokenSocketMiddleware:
         self.token_app = token_app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        headers = dict(scope.get("headers") or [])
-        value = headers.get(b"authorization")
-        raw = _bearer(value.decode("latin-1")) if value is not None else None
+        value = scope_header(scope, b"authorization")
+        raw = _bearer(value) if value is not None else None
         if raw is None:
             return await self.cookie_app(scope, receive, send)
         token = await database_sync_to_async(token_authenticate)(raw=raw)

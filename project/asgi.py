@@ -12,10 +12,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 django_asgi_app = get_asgi_application()
 
 # Imported after Django is set up: these pull in models.
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from accounts.sockets import SessionSocketMiddleware  # noqa: E402
 from accounts.tokens import BearerTokenSocketMiddleware  # noqa: E402
 from project.hygiene import RefuseUnrouted, StaticFiles  # noqa: E402
 from project.origins import OriginCheck  # noqa: E402
@@ -38,7 +38,7 @@ application = ProtocolTypeRouter(
         "websocket": DirectSend(
             SocketOutage(
                 BearerTokenSocketMiddleware(
-                    AuthMiddlewareStack(OriginCheck(socket_router)),
+                    SessionSocketMiddleware(OriginCheck(socket_router)),
                     token_app=socket_router,
                 )
             )

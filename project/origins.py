@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from realtime.connection import scope_header
+
 logger = logging.getLogger("calcrooms.origins")
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -63,8 +65,7 @@ class OriginCheck:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        headers = dict(scope.get("headers") or [])
-        origin = headers.get(b"origin", b"").decode("latin-1") or None
+        origin = scope_header(scope, b"origin") or None
         why = origin_refusal(origin, settings.ALLOWED_ORIGINS)
         if why is None:
             return await self.app(scope, receive, send)

@@ -160,7 +160,7 @@ class SocketOutage:
     closed with 1012 ("a backend is down": clients reconnect with their backoff) and counted in
     the outage, instead of a 500 and a traceback per attempt.
 
-    Channels' AuthMiddleware loads the session (and the user) before any consumer runs, so a
+    The session middleware loads the session (and the user) before any consumer runs, so a
     handshake during an outage fails there, in the same lazy session load as the HTTP routes did.
     """
 

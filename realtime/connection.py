@@ -95,6 +95,19 @@ class OwnedTasks:
 DIRECT_SEND = "calcrooms.send"  # the scope key holding the server's own send
 
 
+def scope_header(scope: dict[str, Any], name: bytes, *, first: bool = False) -> str | None:
+    """A request header of an ASGI scope, decoded as latin-1 (the last one of that name, as a
+    dict of the headers would have it, or with `first` the first), None when absent. Without
+    building a dict of every header: a middleware's locals live as long as the socket."""
+    found = None
+    for key, value in scope.get("headers") or ():
+        if key == name:
+            found = value.decode("latin-1")
+            if first:
+                break
+    return found
+
+
 class DirectSend:
     """Outermost on the WebSocket route: keeps the server's own `send` in the scope.
 
@@ -109,7 +122,9 @@ class DirectSend:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope.get("type") == "websocket":
-            scope = {**scope, DIRECT_SEND: send}
+            # The server's own scope, made for this connection alone and seen by nothing above
+            # this: marked in place instead of copied (a copy would live as long as the socket).
+            scope[DIRECT_SEND] = send
         await self.app(scope, receive, send)
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
+
+from tests.conftest import ORIGIN, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -15,6 +19,38 @@ pytestmark = pytest.mark.django_db(transaction=True)
 async def test_anonymous_handshake_is_refused(connect, lobby) -> None:
     socket = await connect(None, "lobby")
     assert not socket.connected
+
+
+async def _handshake(*headers: tuple[bytes, bytes]) -> bool:
+    from project.asgi import application
+
+    communicator = WebsocketCommunicator(
+        application,
+        "/ws/rooms/lobby/",
+        headers=[(b"origin", ORIGIN), *headers],
+        subprotocols=["calcrooms.v1.json"],
+    )
+    connected, _ = await communicator.connect(timeout=5)
+    await communicator.disconnect()
+    return connected
+
+
+async def test_the_session_cookie_signs_a_socket_in_among_other_cookies(lobby, alice) -> None:
+    key = await sync_to_async(session_cookie)(alice)
+    name = settings.SESSION_COOKIE_NAME
+    assert await _handshake((b"cookie", f"theme=dark; {name}={key}; lang=en".encode()))
+    # Only the first Cookie header counts (as Channels' cookie middleware reads it).
+    assert not await _handshake((b"cookie", b"theme=dark"), (b"cookie", f"{name}={key}".encode()))
+    assert not await _handshake((b"cookie", f"{name}=not-a-session".encode()))
+
+
+async def test_a_session_from_before_a_password_change_cannot_open_a_socket(lobby, alice) -> None:
+    key = await sync_to_async(session_cookie)(alice)
+    cookie = (b"cookie", f"{settings.SESSION_COOKIE_NAME}={key}".encode())
+    assert await _handshake(cookie)
+    alice.set_password("a brand new password")
+    await sync_to_async(alice.save)()
+    assert not await _handshake(cookie)
 
 
 async def test_foreign_origin_handshake_is_refused(connect, lobby, alice) -> None:
