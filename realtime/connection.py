@@ -147,6 +147,27 @@ class Connection(AsyncWebsocketConsumer):
     """
 
     channel_layer_alias = "__no_channel_layer__"
+    # Slots, not an instance dict: a socket's state is a few dozen small attributes, and a dict
+    # of that many keys costs about 1.7 KiB a socket, the slots about 0.3 (Channels' own
+    # attributes but `groups`, which its class defaults, live here too).
+    __slots__ = (
+        "_behind",
+        "_ended",
+        "_idle",
+        "_outbox",
+        "_writer",
+        "accepted",
+        "base_send",
+        "behind_since",
+        "channel_layer",
+        "channel_name",
+        "close_code",
+        "closing",
+        "frame_send",
+        "scope",
+        "tasks",
+        "topics",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -60,6 +60,7 @@ class _SeatedConnection(Connection):
     """A socket held by a person through a session or a token: its seat, and the two endings
     that concern every such socket (the session ended, the token was revoked: 4401)."""
 
+    __slots__ = ("seat",)
     seat: Seat
 
     def _seat_for(self, user: Any, token: TokenGrant | None) -> Seat:
@@ -79,6 +80,22 @@ class _SeatedConnection(Connection):
 
 
 class RoomConsumer(_SeatedConnection):
+    __slots__ = (
+        "claimed",
+        "in_presence",
+        "missed_seq",
+        "opened",
+        "presence_shown",
+        "presence_version",
+        "read_pending",
+        "renderer",
+        "room_id",
+        "room_slug",
+        "token",
+        "typing",
+        "user",
+        "username",
+    )
     room_id: int
     room_slug: str
     username: str
@@ -441,6 +458,7 @@ class RoomListConsumer(_SeatedConnection):
     session ends or its token is revoked, like the room sockets. Rooms joined after it opened show
     on the list's next load."""
 
+    __slots__ = ("positions",)
     positions: dict[int, list[Any]]  # room_id -> [slug, read position]
 
     async def connect(self) -> None:
