@@ -164,6 +164,8 @@ class Typing:
     The store forgets typing after the expiry on its own; the expiry timer makes the room hear it.
     """
 
+    __slots__ = ("_expiry", "_spawn", "_timer", "room_id", "username")  # one per socket
+
     def __init__(
         self, *, room_id: int, username: str, spawn: Spawn, expiry: Callable[[], float]
     ) -> None:

@@ -155,6 +155,36 @@ class DatabaseOutage:
 Message = MutableMapping[str, Any]
 
 
+class _Tracked:
+    """A socket's receive and send, noting how far its handshake got (held as long as the
+    socket is open: slots, not a dict and two closures)."""
+
+    __slots__ = ("_receive", "_send", "accepted", "answered", "connect")
+
+    def __init__(
+        self,
+        receive: Callable[[], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
+        self._receive = receive
+        self._send = send
+        self.connect = self.accepted = self.answered = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "websocket.connect":
+            self.connect = True
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "websocket.accept":
+            self.accepted = True
+            outage.served()
+        elif message["type"] in ("websocket.close", "websocket.http.response.start"):
+            self.answered = True
+        await self._send(message)
+
+
 class SocketOutage:
     """Wraps the WebSocket application: a handshake that the database being down breaks is
     closed with 1012 ("a backend is down": clients reconnect with their backoff) and counted in
@@ -173,34 +203,19 @@ class SocketOutage:
         receive: Callable[[], Awaitable[Message]],
         send: Callable[[Message], Awaitable[None]],
     ) -> None:
-        state = {"connect": False, "accepted": False, "answered": False}
-
-        async def tracked_receive() -> Message:
-            message = await receive()
-            if message["type"] == "websocket.connect":
-                state["connect"] = True
-            return message
-
-        async def tracked_send(message: Message) -> None:
-            if message["type"] == "websocket.accept":
-                state["accepted"] = True
-                outage.served()
-            elif message["type"] in ("websocket.close", "websocket.http.response.start"):
-                state["answered"] = True
-            await send(message)
-
+        tracked = _Tracked(receive, send)
         try:
-            await self.app(scope, tracked_receive, tracked_send)
+            await self.app(scope, tracked.receive, tracked.send)
         except Exception as exc:
             if not database_down(exc):
                 raise
             outage.failed(exc)
-            if state["answered"]:
+            if tracked.answered:
                 return
-            if state["accepted"]:
+            if tracked.accepted:
                 await send({"type": "websocket.close", "code": 1012})
                 return
-            if not state["connect"] and (await receive())["type"] != "websocket.connect":
+            if not tracked.connect and (await receive())["type"] != "websocket.connect":
                 return
             await self._refuse(scope, send)
 

@@ -38,12 +38,15 @@ CLOSE_SERVICE_RESTART = 1012  # the server restarts or a backend is down: client
 END_STEP_TIMEOUT_SECONDS = 30.0  # one cleanup step (a group discard, a presence leave)
 RECANCEL_AFTER_SECONDS = 0.5  # a task still running this long after its cancel gets another
 OUTBOX_LIMIT = 256  # live events waiting for a socket's client to read; past it, entries drop
+_NO_OUTBOX: tuple[()] = ()  # the outbox of a socket with nothing queued (a deque when needed)
 _ENDING: set[asyncio.Future[None]] = set()  # cleanups under way (asyncio keeps weak references)
 _PROCESS = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
 
 
 class OwnedTasks:
     """The tasks of one connection. `aclose` cancels them and waits until they are gone."""
+
+    __slots__ = ("_closed", "_tasks", "owner")
 
     def __init__(self, owner: str) -> None:
         self.owner = owner
@@ -176,7 +179,9 @@ class Connection(AsyncWebsocketConsumer):
         self.accepted = False
         self.closing = False
         self._ended = False
-        self._outbox: deque[dict[str, Any] | str] = deque()
+        # What waits for the client, in order (a deque while anything does: an idle socket keeps
+        # none, and an empty deque is 760 bytes).
+        self._outbox: deque[dict[str, Any] | str] | tuple[()] = _NO_OUTBOX
         # The writer: a task that exists only while the outbox holds something (an idle socket
         # has none, so holding thousands of idle sockets costs no task, no event per socket).
         self._writer: asyncio.Task[None] | None = None
@@ -240,7 +245,7 @@ class Connection(AsyncWebsocketConsumer):
         for topic in self.topics:
             await self.end_step(hub.unsubscribe(topic, self), topic)
         self.topics.clear()
-        self._outbox.clear()
+        self._outbox = _NO_OUTBOX
         await self.tasks.aclose()
         await self.end_step(self.on_end(), "on_end")
 
@@ -279,8 +284,7 @@ class Connection(AsyncWebsocketConsumer):
         if item.__class__ is str and self._idle and not self._outbox:
             self._send_now(item)
             return
-        self._outbox.append(item)
-        self._start_writer()
+        self._queue(item)
 
     def _send_now(self, frame: str) -> None:
         """Send `frame` here and now, without waking the writer: the hot path of a broadcast.
@@ -319,7 +323,13 @@ class Connection(AsyncWebsocketConsumer):
         if self._idle and not self._outbox:
             self._send_now(frame)
             return
-        self._outbox.append(frame)
+        self._queue(frame)
+
+    def _queue(self, item: dict[str, Any] | str) -> None:
+        outbox = self._outbox
+        if not isinstance(outbox, deque):
+            outbox = self._outbox = deque()
+        outbox.append(item)
         self._start_writer()
 
     def outgoing(self, event: dict[str, Any]) -> dict[str, Any] | str | None:
@@ -350,6 +360,9 @@ class Connection(AsyncWebsocketConsumer):
         """Take the outbox out in order, then tell a client that fell behind that it caught up;
         end when nothing is left (the next queued item starts a writer again)."""
         outbox = self._outbox
+        if not isinstance(outbox, deque):
+            self._writer = None
+            return
         try:
             while not self.closing:
                 if outbox:
@@ -367,6 +380,8 @@ class Connection(AsyncWebsocketConsumer):
                     finally:
                         self._idle = True
                 else:
+                    if self._outbox is outbox:
+                        self._outbox = _NO_OUTBOX  # nothing waits: the deque can go
                     return
         finally:
             self._writer = None

@@ -143,7 +143,7 @@ class RoomConsumer(_SeatedConnection):
             room_id=room.id,
             username=user.username,
             spawn=self.tasks.spawn,
-            expiry=lambda: settings.TYPING_EXPIRY_SECONDS,
+            expiry=_typing_expiry,
         )
         self.in_presence = False
 
@@ -703,6 +703,10 @@ async def _heartbeat(room_id: int, sockets: set[RoomConsumer]) -> PresenceState:
             claims.setdefault(socket.user.id, []).append(socket.channel_name)
     await get_socket_quota().renew_many(claims, ttl=settings.PRESENCE_TTL_SECONDS)
     return state
+
+
+def _typing_expiry() -> float:
+    return settings.TYPING_EXPIRY_SECONDS
 
 
 _FRAME_KINDS = ("expression", "typing", "typing.stop", "read")

@@ -40,6 +40,8 @@ class Renderer:
     mode: ClassVar[str]
     subprotocol: ClassVar[str | None]
 
+    __slots__ = ("room_id", "room_slug", "viewer")  # one per socket
+
     def __init__(self, *, room_id: int, room_slug: str, viewer: str) -> None:
         self.room_id = room_id
         self.room_slug = room_slug
@@ -64,6 +66,8 @@ class Renderer:
 class JsonRenderer(Renderer):
     """JSON envelopes `{"v": 1, "type": ...}` for clients that offer `calcrooms.v1.json`."""
 
+    __slots__ = ()
+
     mode = "json"
     subprotocol = payloads.JSON_SUBPROTOCOL
     _presence: ClassVar[_FrameCache] = _FrameCache()
@@ -85,6 +89,8 @@ class JsonRenderer(Renderer):
 
 class HtmlRenderer(Renderer):
     """htmx fragments with `hx-swap-oob` for the room page."""
+
+    __slots__ = ()
 
     mode = "html"
     subprotocol = None
