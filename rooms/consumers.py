@@ -397,8 +397,9 @@ class RoomConsumer(_SeatedConnection):
         """This client reads too slowly: drop entries (it fetches them once told), keep the rest."""
         if event.get("type") != "entry.created":
             return False
+        if not self.missed_seq:  # the first drop since it last caught up: the tick watches it
+            _room_here(self.room_id).behind.add(self)
         self.missed_seq = max(self.missed_seq, int(event["entry"]["seq"]))
-        _room_here(self.room_id).behind.add(self)
         return True
 
     async def on_caught_up(self) -> None:
