@@ -823,7 +823,7 @@ class Bench:
     async def throughput(self) -> dict[str, Any]:
         configs = [("A", 1), ("A", 2), ("B0", 1), ("B1", 1)]
         configs = [c for c in configs if c[0] in self.args.servers]
-        duration = 3.0 if self.args.quick else 10.0
+        duration = self.args.throughput_seconds or (3.0 if self.args.quick else 10.0)
         rows: dict[str, dict[int, list[dict[str, Any]]]] = {}
         for run in range(self.args.runs):
             shift = run % len(configs)
@@ -1449,6 +1449,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--offered", help="throughput, total/s (100,250,500,1000,2000; --quick 100,1000)"
     )
+    parser.add_argument(
+        "--throughput-seconds", type=float, help="seconds at each offered rate (10; --quick 3)"
+    )
     parser.add_argument("--idle", help="idle socket counts (1000,5000,10000; --quick 1000)")
     parser.add_argument("--keep-db", action="store_true", help=f"keep the {DB_NAME} database")
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers and load to CPUs")
@@ -1543,6 +1546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "database": f"{PG_SERVER}/{DB_NAME}",
             "rate": args.rate,
             "fanout_seconds": 10.0 if args.quick else 15.0,
+            "throughput_seconds": args.throughput_seconds or (3.0 if args.quick else 10.0),
             "workers": args.workers,
         },
         **results,
