@@ -607,11 +607,19 @@ def exactly_once(senders: dict[str, Any]) -> dict[str, Any]:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, data: dict[str, Any], env: dict[str, str]):
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        data: dict[str, Any],
+        env: dict[str, str],
+        pin: dict[str, Any],
+    ):
         self.args = args
         self.data = data
         self.env = env
-        self.pin = pinning()
+        # Read before this process moved itself to the load CPU: asked again here, it would see
+        # one CPU, and every server would start on the load's CPU beside the load generator.
+        self.pin = pin
         self.load = Load(args.workers, self.pin["load_cpus"])
         self.counter = [0]
         self.server_logs: dict[str, Any] = {}
@@ -1388,8 +1396,10 @@ def markdown(results: dict[str, Any]) -> str:
 # --- Main ----------------------------------------------------------------------------------
 
 
-async def run(args: argparse.Namespace, data: dict[str, Any], env: dict[str, str]) -> Any:
-    bench = Bench(args, data, env)
+async def run(
+    args: argparse.Namespace, data: dict[str, Any], env: dict[str, str], pin: dict[str, Any]
+) -> Any:
+    bench = Bench(args, data, env, pin)
     await bench.load.start()
     results: dict[str, Any] = {}
     try:
@@ -1520,7 +1530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     connections.close_all()
     try:
-        results, bench = asyncio.run(run(args, data, env))
+        results, bench = asyncio.run(run(args, data, env, pin))
     finally:
         removed = clean_redis(prefix)
         if not args.keep_db:
