@@ -306,6 +306,10 @@ WS_BEHIND_CLOSE_SECONDS = env_float("WS_BEHIND_CLOSE_SECONDS", 30)
 # Socket submissions waiting for (or in) one store thread at most; past it, `unavailable` at once
 # (the page sends it again with backoff) instead of a queue that grows to seconds.
 ENTRY_STORE_QUEUE_LIMIT = env_int("ENTRY_STORE_QUEUE_LIMIT", 32)
+# A store thread whose last turn began with a submission that had waited longer than this is
+# late: while it is, new submissions for it are answered `unavailable` at once (as past the
+# limit above), so what is accepted is stored within about this, whatever the load offered.
+ENTRY_STORE_WAIT_TARGET_SECONDS = env_float("ENTRY_STORE_WAIT_TARGET_SECONDS", 0.1)
 # A room's socket submissions that waited while its store thread was busy are stored together,
 # at most this many in one transaction (1: each in a transaction of its own).
 ENTRY_STORE_BATCH_MAX = env_int("ENTRY_STORE_BATCH_MAX", 32)

@@ -9,6 +9,7 @@ import logging
 import re
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -109,22 +110,24 @@ async def entry_submit(
 ) -> Submission:
     """Take one expression from an async transport (the socket): the one way in.
 
-    Every submission takes a token from its author's bucket for the room first (resends too), so
-    the rate limit is the same whichever way it came; then it is validated, evaluated and stored
+    A submission the server is too busy for is answered `unavailable` first, at once. Every
+    other one takes a token from its author's bucket for the room (resends too), so the rate
+    limit is the same whichever way it came; then it is validated, evaluated and stored
     (`_entry_store`), and broadcast once committed. Raises `Refused` with the protocol's code.
     """
-    if not await take_expression_token(user_id=author.pk, room_id=room_id):
-        raise _rate_limited()
-    text, parsed_client_id = _submission_validate(expression, client_id)
     executor = _store_thread(room_id)
     lane = room_id % settings.ENTRY_STORE_THREADS if executor is not None else -1
-    if _waiting[lane] >= settings.ENTRY_STORE_QUEUE_LIMIT:
+    if _waiting[lane] >= settings.ENTRY_STORE_QUEUE_LIMIT or (_late[lane] and _waiting[lane]):
         # Overloaded: answer now (the page sends it again with backoff) instead of queueing it
         # behind seconds of others, which is how a server collapses: busy with work nobody
-        # is still waiting for.
+        # is still waiting for. Before the bucket, so the server's state costs nobody a token,
+        # and a refusal costs no round trip to Redis.
         raise Refused("unavailable", "The server is busy; your expression will be sent again.")
     _waiting[lane] += 1
     try:
+        if not await take_expression_token(user_id=author.pk, room_id=room_id):
+            raise _rate_limited()
+        text, parsed_client_id = _submission_validate(expression, client_id)
         if executor is None:
             return await database_sync_to_async(_entry_store)(
                 room_id=room_id,
@@ -134,7 +137,11 @@ async def entry_submit(
                 transport=transport,
             )
         waiting = _Waiting(
-            author=author, expression=text, client_id=parsed_client_id, transport=transport
+            author=author,
+            expression=text,
+            client_id=parsed_client_id,
+            transport=transport,
+            since=time.monotonic(),
         )
         return await _RoomStore.of(room_id, executor).submit(waiting)
     finally:
@@ -149,6 +156,7 @@ class _Waiting:
     expression: str
     client_id: uuid.UUID | None
     transport: str
+    since: float  # time.monotonic() when it began to wait
 
 
 class _RoomStore:
@@ -204,10 +212,7 @@ class _RoomStore:
                 batch, self._queue = self._queue[:limit], self._queue[limit:]
                 try:
                     outcomes = await loop.run_in_executor(
-                        self._executor,
-                        _closing_connections(_entries_store),
-                        self._key[1],
-                        [waiting for waiting, _ in batch],
+                        self._executor, _lane_turn, self._key[1], [waiting for waiting, _ in batch]
                     )
                 except asyncio.CancelledError:  # the event loop is ending
                     self._queue = batch + self._queue
@@ -327,6 +332,18 @@ def _entries_store_together(
 
 
 _waiting: collections.Counter[int] = collections.Counter()  # submissions in or waiting for a lane
+# Lanes whose last turn began with one that waited past ENTRY_STORE_WAIT_TARGET_SECONDS:
+# while one is late and something waits for it, new submissions are answered `unavailable`.
+_late: collections.defaultdict[int, bool] = collections.defaultdict(bool)
+
+
+def _lane_turn(room_id: int, items: list[_Waiting]) -> list[Submission | BaseException]:
+    """A store thread's turn: note whether the lane is late (how long the oldest waited, for
+    the queue it stands in: the room's and the thread's), then store what waited."""
+    waited = time.monotonic() - min(item.since for item in items)
+    late = waited > settings.ENTRY_STORE_WAIT_TARGET_SECONDS
+    _late[room_id % settings.ENTRY_STORE_THREADS] = late
+    return _closing_connections(_entries_store)(room_id, items)
 
 
 _store_executors: list[ThreadPoolExecutor] = []

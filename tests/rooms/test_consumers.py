@@ -308,6 +308,93 @@ async def test_an_overloaded_store_answers_unavailable_at_once(lobby, alice, set
     assert sorted(s.entry.seq for s in stored) == [1, 2]
 
 
+async def test_an_answer_of_unavailable_costs_the_author_no_token(
+    lobby, alice, settings, monkeypatch
+):
+    """The server's being busy is not the person's doing: the expressions it turned away do not
+    empty their bucket, so once it has room again they are not told to slow down."""
+    settings.ENTRY_STORE_QUEUE_LIMIT = 1
+    settings.EXPRESSION_BUCKET_CAPACITY = 2
+    settings.EXPRESSION_BUCKET_REFILL_PER_SECOND = 0.001
+    gate = threading.Event()
+    real_turn = services._entries_store
+
+    def slow_turn(room_id, items):
+        gate.wait(10)
+        return real_turn(room_id, items)
+
+    monkeypatch.setattr(services, "_entries_store", slow_turn)
+
+    async def submit(n: int):
+        return await services.entry_submit(
+            room_id=lobby.id, author=alice, expression=f"{n}+1", client_id=str(uuid.uuid4())
+        )
+
+    first = asyncio.ensure_future(submit(0))
+    await asyncio.sleep(0.2)  # in the store, holding the one place
+    for n in range(1, 6):
+        with pytest.raises(services.Refused) as refused:
+            await submit(n)
+        assert refused.value.code == "unavailable"
+    gate.set()
+    assert (await first).entry.seq == 1
+    assert (await submit(6)).entry.seq == 2  # the second token of two: still there
+    with pytest.raises(services.Refused) as refused:
+        await submit(7)
+    assert refused.value.code == "rate_limited"
+
+
+async def test_a_late_store_turns_new_submissions_away_until_it_has_caught_up(
+    lobby, alice, settings, monkeypatch
+):
+    """A store thread whose last turn began with a submission that had waited past the target
+    is late: while anything waits for it, a new one is answered `unavailable` at once; a turn
+    that begins on time ends that."""
+    settings.ENTRY_STORE_WAIT_TARGET_SECONDS = 0.05
+    settings.EXPRESSION_BUCKET_CAPACITY = 1000
+    lane = lobby.id % settings.ENTRY_STORE_THREADS
+    gate = threading.Event()
+    real_turn = services._entries_store
+
+    def slow_turn(room_id, items):
+        gate.wait(10)
+        return real_turn(room_id, items)
+
+    monkeypatch.setattr(services, "_entries_store", slow_turn)
+
+    async def submit(n: int):
+        return await services.entry_submit(
+            room_id=lobby.id, author=alice, expression=f"{n}+1", client_id=str(uuid.uuid4())
+        )
+
+    first = asyncio.ensure_future(submit(0))  # its turn begins at once: on time
+    await asyncio.sleep(0.2)
+    assert services._late[lane] is False
+    second = asyncio.ensure_future(submit(1))  # admitted: the lane is not late (yet)
+    await asyncio.sleep(0.2)
+    gate.set()
+    assert (await first).entry.seq == 1
+    for _ in range(100):  # the second's turn begins: it waited 0.2 s, past the target
+        if services._late[lane]:
+            break
+        await asyncio.sleep(0.01)
+    assert services._late[lane] is True
+    assert (await second).entry.seq == 2
+    # Late, but nothing waits for the lane: the next one is taken, and begins on time.
+    assert (await submit(2)).entry.seq == 3
+    assert services._late[lane] is False
+    # Late while something waits: the newcomer is turned away at once.
+    gate.clear()
+    waiting = asyncio.ensure_future(submit(3))
+    await asyncio.sleep(0.1)
+    services._late[lane] = True  # as if its turn had begun late
+    with pytest.raises(services.Refused) as refused:
+        await submit(4)
+    assert refused.value.code == "unavailable"
+    gate.set()
+    assert (await waiting).entry.seq == 4
+
+
 async def test_unavailable_is_never_counted_as_abuse(connect, lobby, alice, settings, monkeypatch):
     settings.WS_ABUSE_LIMIT = 3
     real_submit = services.entry_submit
