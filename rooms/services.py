@@ -332,17 +332,39 @@ def _entries_store_together(
 
 
 _waiting: collections.Counter[int] = collections.Counter()  # submissions in or waiting for a lane
-# Lanes whose last turn began with one that waited past ENTRY_STORE_WAIT_TARGET_SECONDS:
-# while one is late and something waits for it, new submissions are answered `unavailable`.
+# Lanes that are late: over a whole window (LATE_WINDOW_SECONDS), even the turn that waited
+# least began past ENTRY_STORE_WAIT_TARGET_SECONDS. That is a standing queue, not a burst (the
+# rule of CoDel): while a lane is late and something waits for it, new submissions for it are
+# answered `unavailable`. A turn that begins on time ends it at once.
 _late: collections.defaultdict[int, bool] = collections.defaultdict(bool)
+LATE_WINDOW_SECONDS = 0.5
+
+
+class _LaneWindow:
+    __slots__ = ("least", "started")
+
+    def __init__(self, now: float) -> None:
+        self.started = now
+        self.least = float("inf")  # the shortest wait of a turn begun in this window
+
+
+_windows: dict[int, _LaneWindow] = {}
 
 
 def _lane_turn(room_id: int, items: list[_Waiting]) -> list[Submission | BaseException]:
-    """A store thread's turn: note whether the lane is late (how long the oldest waited, for
-    the queue it stands in: the room's and the thread's), then store what waited."""
-    waited = time.monotonic() - min(item.since for item in items)
-    late = waited > settings.ENTRY_STORE_WAIT_TARGET_SECONDS
-    _late[room_id % settings.ENTRY_STORE_THREADS] = late
+    """A store thread's turn: note how long its oldest submission waited (for the queue it
+    stands in: the room's and the thread's), and so whether the lane is late; then store."""
+    now = time.monotonic()
+    waited = now - min(item.since for item in items)
+    lane = room_id % settings.ENTRY_STORE_THREADS
+    window = _windows.get(lane) or _windows.setdefault(lane, _LaneWindow(now))
+    window.least = min(window.least, waited)
+    target = settings.ENTRY_STORE_WAIT_TARGET_SECONDS
+    if waited <= target:
+        _late[lane] = False
+    if now - window.started >= LATE_WINDOW_SECONDS:
+        _late[lane] = window.least > target
+        _windows[lane] = _LaneWindow(now)
     return _closing_connections(_entries_store)(room_id, items)
 
 

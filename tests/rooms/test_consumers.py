@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import uuid
 
 import pytest
@@ -344,13 +345,49 @@ async def test_an_answer_of_unavailable_costs_the_author_no_token(
     assert refused.value.code == "rate_limited"
 
 
-async def test_a_late_store_turns_new_submissions_away_until_it_has_caught_up(
+def test_a_store_thread_is_late_only_for_a_standing_queue_not_a_burst(
     lobby, alice, settings, monkeypatch
 ):
-    """A store thread whose last turn began with a submission that had waited past the target
-    is late: while anything waits for it, a new one is answered `unavailable` at once; a turn
-    that begins on time ends that."""
-    settings.ENTRY_STORE_WAIT_TARGET_SECONDS = 0.05
+    """A lane is late when every turn begun over a whole window waited past the target (a queue
+    that stands); one late turn among others on time (a burst) is not; a turn on time ends it."""
+    settings.ENTRY_STORE_WAIT_TARGET_SECONDS = 0.1
+    monkeypatch.setattr(services, "LATE_WINDOW_SECONDS", 0.2)
+    monkeypatch.setattr(services, "_entries_store", lambda room_id, items: [])
+    monkeypatch.setattr(services, "_windows", {})
+    lane = lobby.id % settings.ENTRY_STORE_THREADS
+    monkeypatch.setitem(services._late, lane, False)
+
+    def turn(waited: float) -> bool:
+        item = services._Waiting(
+            author=alice,
+            expression="1+1",
+            client_id=None,
+            transport="ws",
+            since=time.monotonic() - waited,
+        )
+        services._lane_turn(lobby.id, [item])
+        return services._late[lane]
+
+    # A burst: one turn waited long, the others in the window did not.
+    assert turn(0.0) is False
+    assert turn(0.5) is False
+    time.sleep(0.25)
+    assert turn(0.01) is False  # the window ends: its shortest wait was on time
+    # A standing queue: every turn of a window waited past the target.
+    assert turn(0.3) is False  # not yet a whole window
+    time.sleep(0.1)
+    assert turn(0.3) is False
+    time.sleep(0.15)
+    assert turn(0.3) is True
+    assert turn(0.3) is True  # still late: nothing on time since
+    assert turn(0.02) is False  # on time: over at once
+
+
+async def test_while_a_store_thread_is_late_newcomers_are_turned_away_at_once(
+    lobby, alice, settings, monkeypatch
+):
+    """Late, with something waiting for the lane: a new submission is answered `unavailable`
+    at once. Late with nothing waiting: it is taken (and, begun on time, ends the lateness)."""
     settings.EXPRESSION_BUCKET_CAPACITY = 1000
     lane = lobby.id % settings.ENTRY_STORE_THREADS
     gate = threading.Event()
@@ -361,38 +398,23 @@ async def test_a_late_store_turns_new_submissions_away_until_it_has_caught_up(
         return real_turn(room_id, items)
 
     monkeypatch.setattr(services, "_entries_store", slow_turn)
+    monkeypatch.setitem(services._late, lane, True)
 
     async def submit(n: int):
         return await services.entry_submit(
             room_id=lobby.id, author=alice, expression=f"{n}+1", client_id=str(uuid.uuid4())
         )
 
-    first = asyncio.ensure_future(submit(0))  # its turn begins at once: on time
+    waiting = asyncio.ensure_future(submit(0))  # nothing waited: taken, though late
     await asyncio.sleep(0.2)
-    assert services._late[lane] is False
-    second = asyncio.ensure_future(submit(1))  # admitted: the lane is not late (yet)
-    await asyncio.sleep(0.2)
-    gate.set()
-    assert (await first).entry.seq == 1
-    for _ in range(100):  # the second's turn begins: it waited 0.2 s, past the target
-        if services._late[lane]:
-            break
-        await asyncio.sleep(0.01)
-    assert services._late[lane] is True
-    assert (await second).entry.seq == 2
-    # Late, but nothing waits for the lane: the next one is taken, and begins on time.
-    assert (await submit(2)).entry.seq == 3
-    assert services._late[lane] is False
-    # Late while something waits: the newcomer is turned away at once.
-    gate.clear()
-    waiting = asyncio.ensure_future(submit(3))
-    await asyncio.sleep(0.1)
-    services._late[lane] = True  # as if its turn had begun late
+    assert services._late[lane] is False  # its turn began on time
+    services._late[lane] = True  # as if the lane had been late for a window since
     with pytest.raises(services.Refused) as refused:
-        await submit(4)
+        await submit(1)
     assert refused.value.code == "unavailable"
     gate.set()
-    assert (await waiting).entry.seq == 4
+    assert (await waiting).entry.seq == 1
+    assert (await submit(2)).entry.seq == 2  # nothing waits now: taken
 
 
 async def test_unavailable_is_never_counted_as_abuse(connect, lobby, alice, settings, monkeypatch):
