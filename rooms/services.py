@@ -143,7 +143,7 @@ async def entry_submit(
             transport=transport,
             since=time.monotonic(),
         )
-        return await _RoomStore.of(room_id, executor).submit(waiting)
+        return await _LaneStore.of(lane, executor).submit(room_id, waiting)
     finally:
         _waiting[lane] -= 1
 
@@ -159,17 +159,19 @@ class _Waiting:
     since: float  # time.monotonic() when it began to wait
 
 
-class _RoomStore:
-    """The submissions of one room in this process, stored on the room's store thread in turn.
+class _LaneStore:
+    """The submissions of one store thread's rooms in this process, stored in turns.
 
-    While the thread stores one batch, the room's new submissions wait here; the next turn stores
-    all of them (at most ENTRY_STORE_BATCH_MAX) in one transaction (`_entries_store`): one row
-    lock, one seq update and one commit for many entries. Idle, a submission is a batch of one at
-    once; busy, the batches grow with the load instead of the queue. A submitter that is cancelled
-    (its socket closed) still gets its expression stored, as before: the store is not undone.
+    While the thread stores one turn, new submissions for any of its rooms wait here; the next
+    turn stores all of them (at most ENTRY_STORE_BATCH_MAX) in one transaction (`_lane_store`):
+    one commit for many entries, and per room one row lock and one seq update. Idle, a
+    submission is a turn of one at once; busy, the turns grow with the load instead of the queue
+    (group commit). A room is always on the same thread, so its entries commit, and are
+    published, in seq order. A submitter that is cancelled (its socket closed) still gets its
+    expression stored, as before: the store is not undone.
     """
 
-    _rooms: dict[tuple[int, int], _RoomStore] = {}
+    _lanes: dict[tuple[int, int], _LaneStore] = {}
 
     def __init__(
         self, key: tuple[int, int], executor: ThreadPoolExecutor, loop: asyncio.AbstractEventLoop
@@ -177,24 +179,27 @@ class _RoomStore:
         self._key = key
         self._executor = executor
         self._loop = loop
-        self._queue: list[tuple[_Waiting, asyncio.Future[Submission]]] = []
+        self._queue: list[tuple[int, _Waiting, asyncio.Future[Submission]]] = []
         self._turns: asyncio.Task[None] | None = None
 
     @classmethod
-    def of(cls, room_id: int, executor: ThreadPoolExecutor) -> _RoomStore:
+    def of(cls, lane: int, executor: ThreadPoolExecutor) -> _LaneStore:
         loop = asyncio.get_running_loop()
-        key = (id(loop), room_id)
-        store = cls._rooms.get(key)
+        key = (id(loop), lane)
+        store = cls._lanes.get(key)
         if store is None or store._loop is not loop:  # none yet, or an ended loop's
-            store = cls._rooms[key] = cls(key, executor, loop)
+            store = cls._lanes[key] = cls(key, executor, loop)
         return store
 
-    async def submit(self, waiting: _Waiting) -> Submission:
+    def waiting_for(self, room_id: int) -> int:
+        return sum(1 for room, _, _ in self._queue if room == room_id)
+
+    async def submit(self, room_id: int, waiting: _Waiting) -> Submission:
         future: asyncio.Future[Submission] = asyncio.get_running_loop().create_future()
-        self._queue.append((waiting, future))
+        self._queue.append((room_id, waiting, future))
         if self._turns is None or self._turns.done():
             self._turns = asyncio.get_running_loop().create_task(
-                self._take_turns(), name=f"entry-store-room-{self._key[1]}"
+                self._take_turns(), name=f"entry-store-lane-{self._key[1]}"
             )
         while True:
             try:
@@ -210,16 +215,18 @@ class _RoomStore:
             while self._queue:
                 limit = max(1, settings.ENTRY_STORE_BATCH_MAX)
                 batch, self._queue = self._queue[:limit], self._queue[limit:]
+                rooms: dict[int, list[_Waiting]] = {}
+                for room_id, waiting, _ in batch:
+                    rooms.setdefault(room_id, []).append(waiting)
                 try:
-                    outcomes = await loop.run_in_executor(
-                        self._executor, _lane_turn, self._key[1], [waiting for waiting, _ in batch]
-                    )
+                    stored = await loop.run_in_executor(self._executor, _lane_turn, rooms)
+                    outcomes = [stored[room_id].pop(0) for room_id, _, _ in batch]
                 except asyncio.CancelledError:  # the event loop is ending
                     self._queue = batch + self._queue
                     raise
                 except Exception as exc:  # the same answer for each (the database went away)
                     outcomes = [exc] * len(batch)
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                for (_, _, future), outcome in zip(batch, outcomes, strict=True):
                     if future.done():
                         continue
                     if isinstance(outcome, BaseException):
@@ -227,12 +234,35 @@ class _RoomStore:
                     else:
                         future.set_result(outcome)
         finally:
-            for _, future in self._queue:
+            for _, _, future in self._queue:
                 future.cancel()
             self._queue = []
             self._turns = None
-            if self._rooms.get(self._key) is self:
-                del self._rooms[self._key]
+            if self._lanes.get(self._key) is self:
+                del self._lanes[self._key]
+
+
+def _lane_store(
+    rooms: dict[int, list[_Waiting]],
+) -> dict[int, list[Submission | BaseException]]:
+    """Store the waiting submissions of several rooms: each room's as `_entries_store` would,
+    all in one transaction, the rooms' rows locked in id order (as every other turn, in every
+    process, locks them: no two turns wait for each other). Should it fail as a whole (a resend
+    another process stored a moment ago trips the unique constraint), each room is stored on its
+    own instead, so one room cannot fail the others."""
+    if len(rooms) == 1:
+        [(room_id, items)] = rooms.items()
+        return {room_id: _entries_store(room_id, items)}
+    try:
+        with transaction.atomic():
+            stored = {
+                room_id: _room_entries_insert(room_id, rooms[room_id]) for room_id in sorted(rooms)
+            }
+    except IntegrityError:
+        return {room_id: _entries_store(room_id, items) for room_id, items in rooms.items()}
+    for room_id, answers in stored.items():
+        _entries_stored(rooms[room_id], answers)
+    return stored
 
 
 def _entries_store(room_id: int, items: list[_Waiting]) -> list[Submission | BaseException]:
@@ -270,64 +300,76 @@ def _entries_store_together(
 ) -> list[Submission | BaseException]:
     """`_entry_store` for many, under one lock: the same checks, each entry inserted in turn (so
     one that reads the room sees those before it), then one seq update and one commit."""
+    with transaction.atomic():
+        answers = _room_entries_insert(room_id, items)
+    _entries_stored(items, answers)
+    return answers
+
+
+def _entries_stored(items: list[_Waiting], answers: list[Submission | BaseException]) -> None:
+    for item, answer in zip(items, answers, strict=True):
+        if isinstance(answer, Submission) and answer.created:
+            metrics.entry_stored(item.transport)
+
+
+def _room_entries_insert(room_id: int, items: list[_Waiting]) -> list[Submission | BaseException]:
+    """The body of `_entries_store_together`, inside the caller's transaction: the room's row
+    locked, each checked and inserted in turn, the room's seq updated, its events sent on
+    commit."""
     prepared = [calculator.prepare(item.expression) for item in items]
     outcomes: list[calculator.Outcome | None] = [
         p.finish() if p.wanted is None else None for p in prepared
     ]
     answers: list[Submission | BaseException] = []
     created: list[Entry] = []
-    with transaction.atomic():
-        grant = selectors.room_access(room_id=room_id, user=items[0].author, lock=True)
-        room = grant.room
-        if room is None:
-            return [Refused("forbidden", "You are not a member of this room.") for _ in items]
-        allowed = {items[0].author.pk: grant.allows(Access.MEMBER)}
-        for item in items:
-            if item.author.pk not in allowed:  # the room's row is locked already
-                allowed[item.author.pk] = selectors.room_access(
-                    room_id=room_id, user=item.author
-                ).allows(Access.MEMBER)
-        client_ids = [item.client_id for item in items if item.client_id is not None]
-        stored: dict[tuple[int, uuid.UUID], Entry] = (
-            {
-                (entry.author_id, entry.client_id): entry
-                for entry in Entry.objects.select_related("author").filter(
-                    room=room, client_id__in=client_ids
-                )
-            }
-            if client_ids
-            else {}
-        )
-        seq = room.last_seq
-        for item, ready, outcome in zip(items, prepared, outcomes, strict=True):
-            if not allowed[item.author.pk]:
-                answers.append(Refused("forbidden", "You are not a member of this room."))
-                continue
-            key = (item.author.pk, item.client_id) if item.client_id is not None else None
-            if key is not None and key in stored:
-                answers.append(Submission(entry=stored[key], created=False))
-                continue
-            seq += 1
-            entry = _entry_insert(
-                room=room,
-                seq=seq,
-                author=item.author,
-                client_id=item.client_id,
-                expression=item.expression,
-                prepared=ready,
-                outcome=outcome,
+    grant = selectors.room_access(room_id=room_id, user=items[0].author, lock=True)
+    room = grant.room
+    if room is None:
+        return [Refused("forbidden", "You are not a member of this room.") for _ in items]
+    allowed = {items[0].author.pk: grant.allows(Access.MEMBER)}
+    for item in items:
+        if item.author.pk not in allowed:  # the room's row is locked already
+            allowed[item.author.pk] = selectors.room_access(
+                room_id=room_id, user=item.author
+            ).allows(Access.MEMBER)
+    client_ids = [item.client_id for item in items if item.client_id is not None]
+    stored: dict[tuple[int, uuid.UUID], Entry] = (
+        {
+            (entry.author_id, entry.client_id): entry
+            for entry in Entry.objects.select_related("author").filter(
+                room=room, client_id__in=client_ids
             )
-            if key is not None:
-                stored[key] = entry
-            created.append(entry)
-            answers.append(Submission(entry=entry, created=True))
-        if created:
-            room.last_seq = seq
-            Room.objects.filter(pk=room.pk).update(last_seq=seq, last_activity=created[-1].created)
-            send_events_on_commit(lambda: _entries_events(room, created))
-    for item, answer in zip(items, answers, strict=True):
-        if isinstance(answer, Submission) and answer.created:
-            metrics.entry_stored(item.transport)
+        }
+        if client_ids
+        else {}
+    )
+    seq = room.last_seq
+    for item, ready, outcome in zip(items, prepared, outcomes, strict=True):
+        if not allowed[item.author.pk]:
+            answers.append(Refused("forbidden", "You are not a member of this room."))
+            continue
+        key = (item.author.pk, item.client_id) if item.client_id is not None else None
+        if key is not None and key in stored:
+            answers.append(Submission(entry=stored[key], created=False))
+            continue
+        seq += 1
+        entry = _entry_insert(
+            room=room,
+            seq=seq,
+            author=item.author,
+            client_id=item.client_id,
+            expression=item.expression,
+            prepared=ready,
+            outcome=outcome,
+        )
+        if key is not None:
+            stored[key] = entry
+        created.append(entry)
+        answers.append(Submission(entry=entry, created=True))
+    if created:
+        room.last_seq = seq
+        Room.objects.filter(pk=room.pk).update(last_seq=seq, last_activity=created[-1].created)
+        send_events_on_commit(lambda: _entries_events(room, created))
     return answers
 
 
@@ -351,12 +393,12 @@ class _LaneWindow:
 _windows: dict[int, _LaneWindow] = {}
 
 
-def _lane_turn(room_id: int, items: list[_Waiting]) -> list[Submission | BaseException]:
+def _lane_turn(rooms: dict[int, list[_Waiting]]) -> dict[int, list[Submission | BaseException]]:
     """A store thread's turn: note how long its oldest submission waited (for the queue it
-    stands in: the room's and the thread's), and so whether the lane is late; then store."""
+    stands in: the lane's and the thread's), and so whether the lane is late; then store."""
     now = time.monotonic()
-    waited = now - min(item.since for item in items)
-    lane = room_id % settings.ENTRY_STORE_THREADS
+    waited = now - min(item.since for items in rooms.values() for item in items)
+    lane = next(iter(rooms)) % settings.ENTRY_STORE_THREADS
     window = _windows.get(lane) or _windows.setdefault(lane, _LaneWindow(now))
     window.least = min(window.least, waited)
     target = settings.ENTRY_STORE_WAIT_TARGET_SECONDS
@@ -365,7 +407,7 @@ def _lane_turn(room_id: int, items: list[_Waiting]) -> list[Submission | BaseExc
     if now - window.started >= LATE_WINDOW_SECONDS:
         _late[lane] = window.least > target
         _windows[lane] = _LaneWindow(now)
-    return _closing_connections(_entries_store)(room_id, items)
+    return _closing_connections(_lane_store)(rooms)
 
 
 _store_executors: list[ThreadPoolExecutor] = []

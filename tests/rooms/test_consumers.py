@@ -365,7 +365,7 @@ def test_a_store_thread_is_late_only_for_a_standing_queue_not_a_burst(
             transport="ws",
             since=time.monotonic() - waited,
         )
-        services._lane_turn(lobby.id, [item])
+        services._lane_turn({lobby.id: [item]})
         return services._late[lane]
 
     # A burst: one turn waited long, the others in the window did not.

@@ -65,10 +65,10 @@ async def test_every_store_thread_gives_its_connection_back(connect: Any, alice:
 
 async def _queued(room_id: int, count: int) -> None:
     """Until `count` submissions wait for the room's store thread."""
-    key = (id(asyncio.get_running_loop()), room_id)
+    key = (id(asyncio.get_running_loop()), room_id % settings.ENTRY_STORE_THREADS)
     for _ in range(500):
-        store = services._RoomStore._rooms.get(key)
-        if store is not None and len(store._queue) >= count:
+        store = services._LaneStore._lanes.get(key)
+        if store is not None and store.waiting_for(room_id) >= count:
             return
         await asyncio.sleep(0.01)
     pytest.fail(f"{count} submissions never queued")
@@ -202,3 +202,117 @@ async def test_a_turn_that_fails_as_a_whole_stores_each_on_its_own(
     assert [a.entry.result for a in answers] == ["1", "2", "3"]
     assert [a.entry.seq for a in answers] == [2, 3, 4]
     assert await sync_to_async(Entry.objects.filter(room=lobby).count)() == 4
+
+
+def _rooms_on_the_lane_of(room: Any, owner: Any, count: int) -> list[Any]:
+    lanes = settings.ENTRY_STORE_THREADS
+    found = []
+    while len(found) < count:
+        other = RoomFactory(owner=owner)
+        if other.pk % lanes == room.pk % lanes:
+            found.append(other)
+    return found
+
+
+async def test_what_waited_for_one_thread_in_several_rooms_is_stored_in_one_turn(
+    connect: Any,
+    lobby: Any,
+    alice: Any,
+    store_thread_held: Held,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rooms of one store thread share its turns: what waited for it in three rooms is
+    stored in one transaction, each room's entries with that room's next seqs, and each room
+    hears its own entries and no other's."""
+    turns: list[list[int]] = []
+    real_lane_store = services._lane_store
+
+    def spy(rooms: dict[int, list[Any]]) -> dict[int, list[Any]]:
+        turns.append(sorted(rooms))
+        return real_lane_store(rooms)
+
+    monkeypatch.setattr(services, "_lane_store", spy)
+    others = await sync_to_async(_rooms_on_the_lane_of)(lobby, alice, 2)
+    rooms = [lobby, *others]
+    watchers = [await connect(alice, room.slug) for room in rooms]
+    for ws in watchers:
+        await ws.receive_type("sync")
+
+    def submit(room: Any, expression: str) -> asyncio.Task[Any]:
+        return asyncio.ensure_future(
+            services.entry_submit(
+                room_id=room.id, author=alice, expression=expression, client_id=str(uuid.uuid4())
+            )
+        )
+
+    first = submit(lobby, "1 + 1")  # holds the thread
+    await store_thread_held.holding()
+    waiting = []
+    for n, room in enumerate([others[0], lobby, others[1], others[0]]):
+        waiting.append((room, submit(room, f"{n} * 10")))
+        await _queued(room.id, sum(1 for r, _ in waiting if r is room))
+    store_thread_held.release()
+    assert (await first).entry.seq == 1
+    answers = [(room, await task) for room, task in waiting]
+
+    assert turns[-1] == sorted(room.id for room in rooms)  # one turn for all three rooms
+    assert [(room.slug, a.entry.seq, a.entry.result) for room, a in answers] == [
+        (others[0].slug, 1, "0"),
+        (lobby.slug, 2, "10"),
+        (others[1].slug, 1, "20"),
+        (others[0].slug, 2, "30"),
+    ]
+    last_seqs = {room.slug: 2 for room in rooms} | {others[1].slug: 1}
+    heard = {}
+    for room, ws in zip(rooms, watchers, strict=True):
+        assert (await sync_to_async(Room.objects.get)(pk=room.pk)).last_seq == last_seqs[room.slug]
+        heard[room.slug] = [
+            (await ws.receive_type("entry"))["entry"]["result"] for _ in range(last_seqs[room.slug])
+        ]
+    assert heard == {lobby.slug: ["2", "10"], others[0].slug: ["0", "30"], others[1].slug: ["20"]}
+    for ws in watchers:
+        assert await ws.nothing("entry")  # no room heard another's
+
+
+async def test_a_turn_of_several_rooms_that_fails_as_a_whole_stores_each_room_on_its_own(
+    lobby: Any, alice: Any, store_thread_held: Held, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One room's unique-constraint clash rolls the whole turn back; each room is then stored
+    in a transaction of its own: nothing lost, nothing twice."""
+    real_insert = services._room_entries_insert
+    clashed = []
+
+    def clash_once(room_id: int, items: list[Any]) -> list[Any]:
+        if not clashed:
+            clashed.append(room_id)
+            raise IntegrityError("duplicate key value violates unique constraint")
+        return real_insert(room_id, items)
+
+    monkeypatch.setattr(services, "_room_entries_insert", clash_once)
+    others = await sync_to_async(_rooms_on_the_lane_of)(lobby, alice, 2)
+    first = asyncio.ensure_future(
+        services.entry_submit(room_id=lobby.id, author=alice, expression="1", client_id=None)
+    )
+    await store_thread_held.holding()
+    waiting = []
+    for n, room in enumerate(others * 2):
+        waiting.append(
+            asyncio.ensure_future(
+                services.entry_submit(
+                    room_id=room.id, author=alice, expression=f"{n}", client_id=str(uuid.uuid4())
+                )
+            )
+        )
+        await _queued(room.id, 1 + n // 2)
+    store_thread_held.release()
+    await first
+    answers = await asyncio.gather(*waiting)
+    assert clashed
+    assert [(a.entry.room_id, a.entry.seq, a.entry.result) for a in answers] == [
+        (others[0].id, 1, "0"),
+        (others[1].id, 1, "1"),
+        (others[0].id, 2, "2"),
+        (others[1].id, 2, "3"),
+    ]
+    for room in others:
+        assert await sync_to_async(Entry.objects.filter(room=room).count)() == 2
