@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import IntegrityError, close_old_connections, connection, transaction
 from django.db.models import Case, F, Value, When
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -266,18 +266,17 @@ def _lane_store(
 
 
 def _entries_store(room_id: int, items: list[_Waiting]) -> list[Submission | BaseException]:
-    """Store a room's waiting submissions in order, in one transaction when there are several.
+    """Store a room's waiting submissions in order, in one transaction.
 
     Each gets what `_entry_store` would have given it alone: its entry (a resend: the one stored
     before, also within this batch), or its `Refused`. Should the batch fail as a whole (a
     resend stored by another process a moment ago trips the unique constraint), each is stored
     on its own instead, so one cannot fail the others.
     """
-    if len(items) > 1:
-        try:
-            return _entries_store_together(room_id, items)
-        except IntegrityError:
-            pass
+    try:
+        return _entries_store_together(room_id, items)
+    except IntegrityError:
+        pass
     outcomes: list[Submission | BaseException] = []
     for item in items:
         try:
@@ -322,27 +321,13 @@ def _room_entries_insert(room_id: int, items: list[_Waiting]) -> list[Submission
     ]
     answers: list[Submission | BaseException] = []
     created: list[Entry] = []
-    grant = selectors.room_access(room_id=room_id, user=items[0].author, lock=True)
-    room = grant.room
+    room, grants = selectors.room_grants_locked(
+        room_id=room_id, user_ids=[item.author.pk for item in items]
+    )
     if room is None:
         return [Refused("forbidden", "You are not a member of this room.") for _ in items]
-    allowed = {items[0].author.pk: grant.allows(Access.MEMBER)}
-    for item in items:
-        if item.author.pk not in allowed:  # the room's row is locked already
-            allowed[item.author.pk] = selectors.room_access(
-                room_id=room_id, user=item.author
-            ).allows(Access.MEMBER)
-    client_ids = [item.client_id for item in items if item.client_id is not None]
-    stored: dict[tuple[int, uuid.UUID], Entry] = (
-        {
-            (entry.author_id, entry.client_id): entry
-            for entry in Entry.objects.select_related("author").filter(
-                room=room, client_id__in=client_ids
-            )
-        }
-        if client_ids
-        else {}
-    )
+    allowed = {user_id: access >= Access.MEMBER for user_id, access in grants.items()}
+    stored = _resent(room, [item.client_id for item in items if item.client_id is not None])
     seq = room.last_seq
     for item, ready, outcome in zip(items, prepared, outcomes, strict=True):
         if not allowed[item.author.pk]:
@@ -371,6 +356,27 @@ def _room_entries_insert(room_id: int, items: list[_Waiting]) -> list[Submission
         Room.objects.filter(pk=room.pk).update(last_seq=seq, last_activity=created[-1].created)
         send_events_on_commit(lambda: _entries_events(room, created))
     return answers
+
+
+def _resent(room: Room, client_ids: list[uuid.UUID]) -> dict[tuple[int, uuid.UUID], Entry]:
+    """The room's entries that already carry one of `client_ids`, by (author, client_id): the
+    resends among a turn's submissions. Asked by id first (plain SQL: almost always none)."""
+    if not client_ids:
+        return {}
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f'SELECT id FROM "{Entry._meta.db_table}"'
+                " WHERE room_id = %s AND client_id = ANY(%s::uuid[])",
+                [room.pk, client_ids],
+            )
+            found = [row[0] for row in cursor.fetchall()]
+        if not found:
+            return {}
+        entries = Entry.objects.select_related("author").filter(pk__in=found)
+    else:
+        entries = Entry.objects.select_related("author").filter(room=room, client_id__in=client_ids)
+    return {(entry.author_id, entry.client_id): entry for entry in entries}
 
 
 _waiting: collections.Counter[int] = collections.Counter()  # submissions in or waiting for a lane

@@ -92,15 +92,15 @@ class Held:
 @pytest.fixture
 def store_thread_held(monkeypatch: pytest.MonkeyPatch) -> Any:
     held = Held()
-    real_store = services._entry_store
+    real_store = services._lane_store
 
-    def held_store(**kwargs: Any) -> services.Submission:
+    def held_store(rooms: dict[int, list[Any]]) -> dict[int, list[Any]]:
         if not held.entered.is_set():
             held.entered.set()
             held.gate.wait(30)
-        return real_store(**kwargs)
+        return real_store(rooms)
 
-    monkeypatch.setattr(services, "_entry_store", held_store)
+    monkeypatch.setattr(services, "_lane_store", held_store)
     yield held
     held.release()
 
@@ -154,7 +154,7 @@ async def test_submissions_that_waited_are_stored_together_in_order(
     stored = await first
     answers = await asyncio.gather(*waiting, return_exceptions=True)
 
-    assert together == [len(waiting)]  # one turn, one transaction, for all that waited
+    assert together == [1, len(waiting)]  # the first alone, then one turn for all that waited
     assert stored.entry.seq == 1
     sum1, product, refused, resend, doubled = answers
     assert (sum1.entry.seq, sum1.entry.result) == (2, "43")
