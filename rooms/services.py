@@ -115,6 +115,7 @@ async def entry_submit(
     limit is the same whichever way it came; then it is validated, evaluated and stored
     (`_entry_store`), and broadcast once committed. Raises `Refused` with the protocol's code.
     """
+    arrived = time.monotonic()
     executor = _store_thread(room_id)
     lane = room_id % settings.ENTRY_STORE_THREADS if executor is not None else -1
     if _waiting[lane] >= settings.ENTRY_STORE_QUEUE_LIMIT or (_late[lane] and _waiting[lane]):
@@ -141,7 +142,7 @@ async def entry_submit(
             expression=text,
             client_id=parsed_client_id,
             transport=transport,
-            since=time.monotonic(),
+            since=arrived,  # its wait for the bucket (Redis) counts too
         )
         return await _LaneStore.of(lane, executor).submit(room_id, waiting)
     finally:
@@ -156,7 +157,7 @@ class _Waiting:
     expression: str
     client_id: uuid.UUID | None
     transport: str
-    since: float  # time.monotonic() when it began to wait
+    since: float  # time.monotonic() when it arrived
 
 
 class _LaneStore:

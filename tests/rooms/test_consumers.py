@@ -383,6 +383,30 @@ def test_a_store_thread_is_late_only_for_a_standing_queue_not_a_burst(
     assert turn(0.02) is False  # on time: over at once
 
 
+async def test_the_wait_for_the_bucket_counts_toward_a_late_store(
+    lobby, alice, settings, monkeypatch
+):
+    """A submission's wait counts from its arrival, its wait for the rate-limit bucket (Redis)
+    included: when that is what is slow, the lane is late all the same."""
+    settings.ENTRY_STORE_WAIT_TARGET_SECONDS = 0.05
+    monkeypatch.setattr(services, "LATE_WINDOW_SECONDS", 0.1)
+    monkeypatch.setattr(services, "_windows", {})
+    lane = lobby.id % settings.ENTRY_STORE_THREADS
+    monkeypatch.setitem(services._late, lane, False)
+
+    async def slow_bucket(**kwargs):
+        await asyncio.sleep(0.15)
+        return True
+
+    monkeypatch.setattr(services, "take_expression_token", slow_bucket)
+    for n in range(3):
+        stored = await services.entry_submit(
+            room_id=lobby.id, author=alice, expression=f"{n}+1", client_id=str(uuid.uuid4())
+        )
+        assert stored.entry.seq == n + 1
+    assert services._late[lane] is True
+
+
 async def test_while_a_store_thread_is_late_newcomers_are_turned_away_at_once(
     lobby, alice, settings, monkeypatch
 ):
