@@ -309,14 +309,9 @@ async def test_an_overloaded_store_answers_unavailable_at_once(lobby, alice, set
     assert sorted(s.entry.seq for s in stored) == [1, 2]
 
 
-async def test_an_answer_of_unavailable_costs_the_author_no_token(
-    lobby, alice, settings, monkeypatch
-):
-    """The server's being busy is not the person's doing: the expressions it turned away do not
-    empty their bucket, so once it has room again they are not told to slow down."""
-    settings.ENTRY_STORE_QUEUE_LIMIT = 1
-    settings.EXPRESSION_BUCKET_CAPACITY = 2
-    settings.EXPRESSION_BUCKET_REFILL_PER_SECOND = 0.001
+@pytest.fixture
+def store_gate(monkeypatch):
+    """Every store turn waits until the gate is set (at the end of the test at the latest)."""
     gate = threading.Event()
     real_turn = services._entries_store
 
@@ -325,6 +320,19 @@ async def test_an_answer_of_unavailable_costs_the_author_no_token(
         return real_turn(room_id, items)
 
     monkeypatch.setattr(services, "_entries_store", slow_turn)
+    yield gate
+    gate.set()
+
+
+async def test_an_answer_of_unavailable_costs_the_author_no_token(
+    lobby, alice, settings, store_gate
+):
+    """The server's being busy is not the person's doing: the expressions it turned away do not
+    empty their bucket, so once it has room again they are not told to slow down."""
+    settings.ENTRY_STORE_QUEUE_LIMIT = 1
+    settings.EXPRESSION_BUCKET_CAPACITY = 2
+    settings.EXPRESSION_BUCKET_REFILL_PER_SECOND = 0.001
+    gate = store_gate
 
     async def submit(n: int):
         return await services.entry_submit(
@@ -408,20 +416,13 @@ async def test_the_wait_for_the_bucket_counts_toward_a_late_store(
 
 
 async def test_while_a_store_thread_is_late_newcomers_are_turned_away_at_once(
-    lobby, alice, settings, monkeypatch
+    lobby, alice, settings, monkeypatch, store_gate
 ):
     """Late, with something waiting for the lane: a new submission is answered `unavailable`
     at once. Late with nothing waiting: it is taken (and, begun on time, ends the lateness)."""
     settings.EXPRESSION_BUCKET_CAPACITY = 1000
     lane = lobby.id % settings.ENTRY_STORE_THREADS
-    gate = threading.Event()
-    real_turn = services._entries_store
-
-    def slow_turn(room_id, items):
-        gate.wait(10)
-        return real_turn(room_id, items)
-
-    monkeypatch.setattr(services, "_entries_store", slow_turn)
+    gate = store_gate
     monkeypatch.setitem(services._late, lane, True)
 
     async def submit(n: int):
