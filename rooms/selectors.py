@@ -96,7 +96,9 @@ def room_access(
     )
 
 
-def room_grants_locked(*, room_id: int, user_ids: Collection[int]) -> tuple[Room | None, dict]:
+def room_grants_locked(
+    *, room_id: int, user_ids: Collection[int]
+) -> tuple[Room | None, dict[int, Access]]:
     """`room_access(lock=True)` for several people at once: the room (None when it does not
     exist) with its row locked for the caller's transaction, and each person's `Access` by the
     same rule (`_level`). PostgreSQL: one query of plain SQL, because compiling `room_access`'s
@@ -112,7 +114,7 @@ def room_grants_locked(*, room_id: int, user_ids: Collection[int]) -> tuple[Room
         }
         room = next(iter(grants.values())).room if grants else None
         return room, {user_id: grant.access for user_id, grant in grants.items()}
-    fields = [field for field in Room._meta.concrete_fields]
+    fields = list(Room._meta.concrete_fields)
     columns = ", ".join(f'r."{field.column}"' for field in fields)
     with connection.cursor() as cursor:
         cursor.execute(
