@@ -56,7 +56,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -1202,6 +1202,11 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# Live path: Calcrooms (A) beside B0 and B1{' (--quick)' if meta['quick'] else ''}",
         "",
+        *(
+            []
+            if meta.get("finished", True)
+            else [f"**Part way**: finished so far: {', '.join(meta['scenarios_done'])}.", ""]
+        ),
         f"Commit {commit}{' (with uncommitted changes in the checkout)' if dirty else ''},"
         f" {meta['started']} UTC, {meta['seconds']:.0f} s; {meta['runs']} run(s) per figure"
         " (medians), servers taking turns within each run.",
@@ -1397,8 +1402,14 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 async def run(
-    args: argparse.Namespace, data: dict[str, Any], env: dict[str, str], pin: dict[str, Any]
+    args: argparse.Namespace,
+    data: dict[str, Any],
+    env: dict[str, str],
+    pin: dict[str, Any],
+    done: Callable[[dict[str, Any], Bench], None],
 ) -> Any:
+    """Each scenario in turn; `done` is told after each one (a long run that is stopped keeps
+    the scenarios it finished)."""
     bench = Bench(args, data, env, pin)
     await bench.load.start()
     results: dict[str, Any] = {}
@@ -1408,6 +1419,7 @@ async def run(
             print(f"\n== {scenario}", flush=True)
             results[scenario] = await getattr(bench, scenario)()
             print(f"== {scenario}: {time.monotonic() - started:.0f} s", flush=True)
+            done(results, bench)
     finally:
         await bench.load.stop()
         removed = clean_redis(bench.b1_prefix)
@@ -1529,16 +1541,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from django.db import connections
 
     connections.close_all()
-    try:
-        results, bench = asyncio.run(run(args, data, env, pin))
-    finally:
-        removed = clean_redis(prefix)
-        if not args.keep_db:
-            drop_database(DB_NAME)
-        print(f"cleaned up: {removed} Redis keys under {prefix}*; database {DB_NAME}"
-              f" {'kept' if args.keep_db else 'dropped'}")  # fmt: skip
-    results = {
-        "meta": {
+
+    def report(scenarios: dict[str, Any], bench: Bench, final: bool) -> dict[str, Any]:
+        meta = {
             "bench": "live",
             "command": " ".join([".venv/bin/python", "bench/live.py", *(argv or sys.argv[1:])]),
             "quick": args.quick,
@@ -1558,19 +1563,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             "fanout_seconds": 10.0 if args.quick else 15.0,
             "throughput_seconds": args.throughput_seconds or (3.0 if args.quick else 10.0),
             "workers": args.workers,
-        },
-        **results,
-        "checks": bench.checks,
-        "notes": bench.notes,
-        "server_logs": bench.server_logs,
-    }
-    for label, logs in bench.server_logs.items():
-        if logs["tracebacks"] and label.startswith("A"):
-            bench.checks.append(f"server {label} logged {logs['tracebacks']} tracebacks")
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    (OUT_DIR / f"{args.name}.json").write_text(json.dumps(results, indent=1) + "\n")
+            "scenarios_done": list(scenarios),
+            "finished": final,
+        }
+        checks = list(bench.checks)
+        for label, logs in bench.server_logs.items():
+            if logs["tracebacks"] and label.startswith("A"):
+                checks.append(f"server {label} logged {logs['tracebacks']} tracebacks")
+        out = {
+            "meta": meta,
+            **scenarios,
+            "checks": checks,
+            "notes": bench.notes,
+            "server_logs": bench.server_logs,
+        }
+        # Written after every scenario (`finished` false until the last): a run stopped part
+        # way keeps the tables of what it measured.
+        OUT_DIR.mkdir(parents=True, exist_ok=True)
+        (OUT_DIR / f"{args.name}.json").write_text(json.dumps(out, indent=1) + "\n")
+        (OUT_DIR / f"{args.name}.md").write_text(markdown(out))
+        return out
+
+    try:
+        scenarios, bench = asyncio.run(
+            run(args, data, env, pin, lambda done, bench: report(done, bench, final=False))
+        )
+    finally:
+        removed = clean_redis(prefix)
+        if not args.keep_db:
+            drop_database(DB_NAME)
+        print(f"cleaned up: {removed} Redis keys under {prefix}*; database {DB_NAME}"
+              f" {'kept' if args.keep_db else 'dropped'}")  # fmt: skip
+    results = report(scenarios, bench, final=True)
+    bench.checks = results["checks"]
     table = markdown(results)
-    (OUT_DIR / f"{args.name}.md").write_text(table)
     print("\n" + table)
     print(f"results: var/bench/{args.name}.json, var/bench/{args.name}.md")
     for check in bench.checks:
