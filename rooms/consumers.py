@@ -54,6 +54,10 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_LARGE = 1009
 CLOSE_TOO_FAR_BEHIND = 1013  # a reader that does not drain its socket: it reconnects, catches up
 CLOSE_CODES = {Lost.SESSION: CLOSE_SESSION_ENDED, Lost.ACCESS: CLOSE_ACCESS_REVOKED}
+# One socket's expressions being stored at once. Its next frame is read while they are (so what a
+# client sends quickly is stored together), but past this many it waits for the oldest answer:
+# one socket cannot fill its room's store queue (ENTRY_STORE_QUEUE_LIMIT) alone.
+STORING_MAX = 4
 
 
 class _SeatedConnection(Connection):
@@ -91,6 +95,7 @@ class RoomConsumer(_SeatedConnection):
         "renderer",
         "room_id",
         "room_slug",
+        "storing",
         "token",
         "typing",
         "user",
@@ -151,6 +156,7 @@ class RoomConsumer(_SeatedConnection):
         self.presence_shown: Key | None = None  # what its frame showed (the room's shared key)
         self.missed_seq = 0  # the newest entry dropped for this socket while it read too slowly
         self.read_pending = 0  # the newest seq the page said it showed, not yet stored
+        self.storing: list[asyncio.Future[services.Submission]] = []  # its expressions in store
 
         await self.listen(room_group(room.id))
         await self.listen(user_group(user.id))
@@ -299,24 +305,50 @@ class RoomConsumer(_SeatedConnection):
             message = "This token is read-only: make a read-and-write token to submit."
             await self._refuse("forbidden", message, client_id)
             return
+        while len(self.storing) >= STORING_MAX:  # the next frame waits for the oldest answer
+            await asyncio.wait(self.storing[:1])
         try:
-            submission = await services.entry_submit(
+            answer = await services.entry_queue(
                 room_id=self.room_id,
                 author=self.user,
                 expression=frame.get("expression"),
                 client_id=frame.get("client_id"),
             )
         except services.Refused as refused:
-            if refused.code == "unavailable":  # the server's state, not the client's fault
-                await self._send_error(refused.code, refused.message, client_id)
-                return
-            await self._refuse(refused.code, refused.message, client_id)
-            if refused.code == "forbidden":
-                await self.close(code=CLOSE_ACCESS_REVOKED)
+            await self._expression_refused(refused, client_id)
+            return
+        # Queued in the order the client sent it: its next frame is read while it is stored (a
+        # client that sends many at once has them stored together, not one round trip each).
+        self.storing.append(answer)
+        answer.add_done_callback(self.storing.remove)
+        self.tasks.spawn(self._expression_answered(answer, client_id), name="expression")
+
+    async def _expression_answered(
+        self, answer: asyncio.Future[services.Submission], client_id: str | None
+    ) -> None:
+        try:
+            submission = await asyncio.shield(answer)
+        except services.Refused as refused:
+            await self._expression_refused(refused, client_id)
+            return
+        except Exception as exc:
+            if not outage.failed(exc):  # a backend's: one line per outage, not one per frame
+                logger.exception("an expression failed in room %s", self.room_id)
+            await self._send_error(
+                "unavailable", "The server could not handle that just now; try again.", client_id
+            )
             return
         if not submission.created:
             # A resend: only the sender hears about it again.
             await self.send_frame(self.renderer.entry(entry_as_dict(submission.entry)))
+
+    async def _expression_refused(self, refused: services.Refused, client_id: str | None) -> None:
+        if refused.code == "unavailable":  # the server's state, not the client's fault
+            await self._send_error(refused.code, refused.message, client_id)
+            return
+        await self._refuse(refused.code, refused.message, client_id)
+        if refused.code == "forbidden":
+            await self.close(code=CLOSE_ACCESS_REVOKED)
 
     async def _on_typing(self, typing: bool) -> None:
         # Typing frames are processed at most once an interval per person per room; the excess is

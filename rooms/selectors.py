@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection
+import functools
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import import_module
@@ -77,12 +78,19 @@ def room_access(
     """
     if not user.is_authenticated:
         return Grant(room=None, access=Access.NONE)
+    if connection.vendor == "postgresql":
+        return _room_access_sql(user.pk, slug, room_id, lock)
+    return _room_access_orm(user.pk, slug, room_id, lock)
+
+
+def _room_access_orm(user_id: int, slug: str | None, room_id: int | None, lock: bool) -> Grant:
+    """`room_access` through the ORM (every database but PostgreSQL)."""
     rooms = Room.objects.filter(slug=slug) if slug is not None else Room.objects.filter(pk=room_id)
     rooms = rooms.annotate(
         role=Subquery(
-            Membership.objects.filter(room=OuterRef("pk"), user_id=user.pk).values("role")[:1]
+            Membership.objects.filter(room=OuterRef("pk"), user_id=user_id).values("role")[:1]
         ),
-        barred=Exists(RoomBar.objects.filter(room=OuterRef("pk"), user_id=user.pk)),
+        barred=Exists(RoomBar.objects.filter(room=OuterRef("pk"), user_id=user_id)),
     )
     room = (
         rooms.select_for_update(of=("self",)) if lock else rooms.select_related("owner")
@@ -96,52 +104,112 @@ def room_access(
     )
 
 
-def room_grants_locked(
-    *, room_id: int, user_ids: Collection[int]
-) -> tuple[Room | None, dict[int, Access]]:
-    """`room_access(lock=True)` for several people at once: the room (None when it does not
-    exist) with its row locked for the caller's transaction, and each person's `Access` by the
-    same rule (`_level`). PostgreSQL: one query of plain SQL, because compiling `room_access`'s
-    query took the ORM more time than all the rest of storing an entry (about 2.3 ms of CPU a
-    call on this machine, against 0.04 for the query itself: docs/performance.md). Elsewhere it
-    asks `room_access` person by person.
-    """
-    ids = sorted(set(user_ids))
-    if connection.vendor != "postgresql":
-        grants = {
-            user_id: room_access(room_id=room_id, user=User(pk=user_id), lock=True)
-            for user_id in ids
-        }
-        room = next(iter(grants.values())).room if grants else None
-        return room, {user_id: grant.access for user_id, grant in grants.items()}
-    fields = list(Room._meta.concrete_fields)
-    columns = ", ".join(f'r."{field.column}"' for field in fields)
+def _room_access_sql(user_id: int, slug: str | None, room_id: int | None, lock: bool) -> Grant:
+    """`room_access` on PostgreSQL: the same query in plain SQL, written once (`_access_sql`).
+    The ORM took about 2.3 ms of CPU to compile it, more than the rest of a socket's handshake
+    or a typing frame's check asked of the database (docs/performance.md)."""
+    room_fields, owner_fields, sql = _access_sql("slug" if slug is not None else "id", lock)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT {columns}, person.id, membership.role,
-                EXISTS (
-                    SELECT 1 FROM "{RoomBar._meta.db_table}" bar
-                    WHERE bar.room_id = r.id AND bar.user_id = person.id
-                )
-            FROM "{Room._meta.db_table}" r
-            CROSS JOIN unnest(%s::bigint[]) AS person(id)
-            LEFT JOIN "{Membership._meta.db_table}" membership
-                ON membership.room_id = r.id AND membership.user_id = person.id
-            WHERE r.id = %s
-            FOR UPDATE OF r
-            """,
-            [ids, room_id],
+        cursor.execute(sql, [user_id, user_id, slug if slug is not None else room_id])
+        row = cursor.fetchone()
+    if row is None:
+        return Grant(room=None, access=Access.NONE)
+    width = len(room_fields)
+    room = Room.from_db(connection.alias, [field.attname for field in room_fields], row[:width])
+    if owner_fields:  # as `select_related("owner")`
+        owner = User.from_db(
+            connection.alias,
+            [field.attname for field in owner_fields],
+            row[width : width + len(owner_fields)],
         )
-        rows = cursor.fetchall()
-    if not rows:
-        return None, {}
+        Room._meta.get_field("owner").set_cached_value(room, owner)
+        width += len(owner_fields)
+    role, barred = row[width], row[width + 1]
+    return Grant(
+        room=room, access=_level(role, is_public=room.is_public, barred=barred), barred=barred
+    )
+
+
+@functools.cache
+def _access_sql(by: str, lock: bool) -> tuple[list[Any], list[Any], str]:
+    """The query of `_room_access_sql` for a room by `by` (slug or id): the room's columns,
+    then (unless locking) its owner's, then the person's membership role and whether they are
+    barred. Parameters: the person's id twice, then the slug or id."""
+    room_fields = list(Room._meta.concrete_fields)
+    owner_fields = [] if lock else list(User._meta.concrete_fields)
+    columns = [f'r."{field.column}"' for field in room_fields]
+    columns += [f'o."{field.column}"' for field in owner_fields]
+    owner_join = "" if lock else f'JOIN "{User._meta.db_table}" o ON o.id = r.owner_id'
+    sql = f"""
+        SELECT {", ".join(columns)}, membership.role,
+            EXISTS (
+                SELECT 1 FROM "{RoomBar._meta.db_table}" bar
+                WHERE bar.room_id = r.id AND bar.user_id = %s
+            )
+        FROM "{Room._meta.db_table}" r
+        {owner_join}
+        LEFT JOIN "{Membership._meta.db_table}" membership
+            ON membership.room_id = r.id AND membership.user_id = %s
+        WHERE r."{"slug" if by == "slug" else "id"}" = %s
+        {"FOR UPDATE OF r" if lock else ""}
+    """
+    return room_fields, owner_fields, sql
+
+
+def rooms_grants_locked(
+    wanted: Mapping[int, Collection[int]],
+) -> dict[int, tuple[Room, dict[int, Access]]]:
+    """`room_access(lock=True)` for several rooms and people at once (`{room_id: user_ids}`):
+    each room that exists, its row locked for the caller's transaction (in id order, as every
+    caller locks them, so no two wait for each other), with each person's `Access` by the same
+    rule (`_level`). PostgreSQL: one query of plain SQL, because compiling `room_access`'s query
+    took the ORM more time than all the rest of storing an entry (about 2.3 ms of CPU a call on
+    this machine, against 0.04 for the query itself: docs/performance.md). Elsewhere it asks
+    `room_access` room by room and person by person.
+    """
+    pairs = sorted({(room_id, user_id) for room_id, ids in wanted.items() for user_id in ids})
+    found: dict[int, tuple[Room, dict[int, Access]]] = {}
+    if connection.vendor != "postgresql":
+        for room_id, user_id in pairs:
+            grant = room_access(room_id=room_id, user=User(pk=user_id), lock=True)
+            if grant.room is not None:
+                found.setdefault(room_id, (grant.room, {}))[1][user_id] = grant.access
+        return found
+    fields, sql = _grants_sql()
     width = len(fields)
-    room = Room.from_db(connection.alias, [field.attname for field in fields], rows[0][:width])
-    return room, {
-        row[width]: _level(row[width + 1], is_public=room.is_public, barred=row[width + 2])
-        for row in rows
-    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [[p[0] for p in pairs], [p[1] for p in pairs]])
+        rows = cursor.fetchall()
+    for row in rows:
+        room_id = row[0]
+        if room_id not in found:
+            room = Room.from_db(connection.alias, [field.attname for field in fields], row[:width])
+            found[room_id] = (room, {})
+        room, grants = found[room_id]
+        grants[row[width]] = _level(row[width + 1], is_public=room.is_public, barred=row[width + 2])
+    return found
+
+
+@functools.cache
+def _grants_sql() -> tuple[list[Any], str]:
+    """The query of `rooms_grants_locked`, written once: the room's columns (its id first), then
+    per person their id, membership role and whether they are barred."""
+    fields = sorted(Room._meta.concrete_fields, key=lambda field: not field.primary_key)
+    columns = ", ".join(f'r."{field.column}"' for field in fields)
+    sql = f"""
+        SELECT {columns}, pair.user_id, membership.role,
+            EXISTS (
+                SELECT 1 FROM "{RoomBar._meta.db_table}" bar
+                WHERE bar.room_id = r.id AND bar.user_id = pair.user_id
+            )
+        FROM unnest(%s::bigint[], %s::bigint[]) AS pair(room_id, user_id)
+        JOIN "{Room._meta.db_table}" r ON r.id = pair.room_id
+        LEFT JOIN "{Membership._meta.db_table}" membership
+            ON membership.room_id = r.id AND membership.user_id = pair.user_id
+        ORDER BY r.id
+        FOR UPDATE OF r
+    """
+    return fields, sql
 
 
 class Lost(enum.Enum):

@@ -108,45 +108,75 @@ def client_id_parse(raw: object) -> uuid.UUID | None:
 async def entry_submit(
     *, room_id: int, author: User, expression: object, client_id: object, transport: str = "ws"
 ) -> Submission:
-    """Take one expression from an async transport (the socket): the one way in.
+    """Take one expression from an async transport and wait for its answer (`entry_queue`).
+    Raises `Refused` with the protocol's code. Cancelled, it stops waiting; the expression is
+    stored all the same."""
+    answer = await entry_queue(
+        room_id=room_id,
+        author=author,
+        expression=expression,
+        client_id=client_id,
+        transport=transport,
+    )
+    return await asyncio.shield(answer)
+
+
+async def entry_queue(
+    *, room_id: int, author: User, expression: object, client_id: object, transport: str = "ws"
+) -> asyncio.Future[Submission]:
+    """Take one expression from an async transport (the socket): the one way in, as far as its
+    place in its room's store queue; returns its answer to come.
 
     A submission the server is too busy for is answered `unavailable` first, at once. Every
     other one takes a token from its author's bucket for the room (resends too), so the rate
-    limit is the same whichever way it came; then it is validated, evaluated and stored
-    (`_entry_store`), and broadcast once committed. Raises `Refused` with the protocol's code.
+    limit is the same whichever way it came; then it is validated and queued, to be evaluated
+    and stored (`_LaneStore`, or `_entry_store` on the shared database thread) and broadcast
+    once committed. Raises `Refused` with the protocol's code; the answer holds a `Refused` too
+    (not a member), or the store's error. A caller that queues its expressions one after another
+    has them stored in that order (each room's queue is first in, first out) without waiting for
+    one's answer before queueing the next: a socket reads its client's next frame meanwhile.
+    Cancelling the caller of the answer does not unqueue it (the store is not undone).
     """
     arrived = time.monotonic()
     executor = _store_thread(room_id)
     lane = room_id % settings.ENTRY_STORE_THREADS if executor is not None else -1
-    if _waiting[lane] >= settings.ENTRY_STORE_QUEUE_LIMIT or (_late[lane] and _waiting[lane]):
+    admission = _admissions[lane]
+    if admission.busy():
         # Overloaded: answer now (the page sends it again with backoff) instead of queueing it
         # behind seconds of others, which is how a server collapses: busy with work nobody
         # is still waiting for. Before the bucket, so the server's state costs nobody a token,
         # and a refusal costs no round trip to Redis.
         raise Refused("unavailable", "The server is busy; your expression will be sent again.")
-    _waiting[lane] += 1
+    admission.waiting += 1
     try:
         if not await take_expression_token(user_id=author.pk, room_id=room_id):
             raise _rate_limited()
         text, parsed_client_id = _submission_validate(expression, client_id)
+        answer: asyncio.Future[Submission]
         if executor is None:
-            return await database_sync_to_async(_entry_store)(
-                room_id=room_id,
+            answer = asyncio.ensure_future(
+                database_sync_to_async(_entry_store)(
+                    room_id=room_id,
+                    author=author,
+                    expression=text,
+                    client_id=parsed_client_id,
+                    transport=transport,
+                )
+            )
+        else:
+            waiting = _Waiting(
                 author=author,
                 expression=text,
                 client_id=parsed_client_id,
                 transport=transport,
+                since=arrived,  # its wait for the bucket (Redis) counts too
             )
-        waiting = _Waiting(
-            author=author,
-            expression=text,
-            client_id=parsed_client_id,
-            transport=transport,
-            since=arrived,  # its wait for the bucket (Redis) counts too
-        )
-        return await _LaneStore.of(lane, executor).submit(room_id, waiting)
-    finally:
-        _waiting[lane] -= 1
+            answer = _LaneStore.of(lane, executor).queue(room_id, waiting)
+    except BaseException:
+        admission.waiting -= 1
+        raise
+    answer.add_done_callback(admission.answered)
+    return answer
 
 
 @dataclass(frozen=True)
@@ -164,12 +194,13 @@ class _LaneStore:
     """The submissions of one store thread's rooms in this process, stored in turns.
 
     While the thread stores one turn, new submissions for any of its rooms wait here; the next
-    turn stores all of them (at most ENTRY_STORE_BATCH_MAX) in one transaction (`_lane_store`):
-    one commit for many entries, and per room one row lock and one seq update. Idle, a
-    submission is a turn of one at once; busy, the turns grow with the load instead of the queue
-    (group commit). A room is always on the same thread, so its entries commit, and are
-    published, in seq order. A submitter that is cancelled (its socket closed) still gets its
-    expression stored, as before: the store is not undone.
+    turn stores all of them (at most ENTRY_STORE_BATCH_MAX) in one transaction (`_lane_store`)
+    of a few statements, however many rooms and entries. Idle, a submission is a turn of one at
+    once; busy, the turns grow with the load instead of the queue (group commit). A room is
+    always on the same thread, and the queue is first in, first out, so a room's entries commit,
+    and are published, in seq order, and one socket's in the order it sent them. An answer
+    nobody waits for any more (its socket closed) is stored all the same: the store is not
+    undone.
     """
 
     _lanes: dict[tuple[int, int], _LaneStore] = {}
@@ -195,20 +226,15 @@ class _LaneStore:
     def waiting_for(self, room_id: int) -> int:
         return sum(1 for room, _, _ in self._queue if room == room_id)
 
-    async def submit(self, room_id: int, waiting: _Waiting) -> Submission:
-        future: asyncio.Future[Submission] = asyncio.get_running_loop().create_future()
+    def queue(self, room_id: int, waiting: _Waiting) -> asyncio.Future[Submission]:
+        """Queue `waiting` behind what waits already; returns its answer to come."""
+        future: asyncio.Future[Submission] = self._loop.create_future()
         self._queue.append((room_id, waiting, future))
         if self._turns is None or self._turns.done():
-            self._turns = asyncio.get_running_loop().create_task(
+            self._turns = self._loop.create_task(
                 self._take_turns(), name=f"entry-store-lane-{self._key[1]}"
             )
-        while True:
-            try:
-                return await asyncio.shield(future)
-            except asyncio.CancelledError:
-                if future.done():
-                    return future.result()
-                # Being stored: wait for it (as sync_to_async does), so it is not stored unseen.
+        return future
 
     async def _take_turns(self) -> None:
         loop = asyncio.get_running_loop()
@@ -247,8 +273,7 @@ def _lane_store(
     rooms: dict[int, list[_Waiting]],
 ) -> dict[int, list[Submission | BaseException]]:
     """Store the waiting submissions of several rooms: each room's as `_entries_store` would,
-    all in one transaction, the rooms' rows locked in id order (as every other turn, in every
-    process, locks them: no two turns wait for each other). Should it fail as a whole (a resend
+    all in one transaction (`_rooms_entries_insert`). Should it fail as a whole (a resend
     another process stored a moment ago trips the unique constraint), each room is stored on its
     own instead, so one room cannot fail the others."""
     if len(rooms) == 1:
@@ -256,9 +281,7 @@ def _lane_store(
         return {room_id: _entries_store(room_id, items)}
     try:
         with transaction.atomic():
-            stored = {
-                room_id: _room_entries_insert(room_id, rooms[room_id]) for room_id in sorted(rooms)
-            }
+            stored = _rooms_entries_insert(rooms)
     except IntegrityError:
         return {room_id: _entries_store(room_id, items) for room_id, items in rooms.items()}
     for room_id, answers in stored.items():
@@ -298,10 +321,10 @@ def _entries_store(room_id: int, items: list[_Waiting]) -> list[Submission | Bas
 def _entries_store_together(
     room_id: int, items: list[_Waiting]
 ) -> list[Submission | BaseException]:
-    """`_entry_store` for many, under one lock: the same checks, each entry inserted in turn (so
-    one that reads the room sees those before it), then one seq update and one commit."""
+    """`_entry_store` for many, under one lock: the same checks, each entry made in turn (so one
+    that reads the room sees those before it), then one insert, one seq update and one commit."""
     with transaction.atomic():
-        answers = _room_entries_insert(room_id, items)
+        answers = _rooms_entries_insert({room_id: items})[room_id]
     _entries_stored(items, answers)
     return answers
 
@@ -312,92 +335,185 @@ def _entries_stored(items: list[_Waiting], answers: list[Submission | BaseExcept
             metrics.entry_stored(item.transport)
 
 
-def _room_entries_insert(room_id: int, items: list[_Waiting]) -> list[Submission | BaseException]:
-    """The body of `_entries_store_together`, inside the caller's transaction: the room's row
-    locked, each checked and inserted in turn, the room's seq updated, its events sent on
-    commit."""
-    prepared = [calculator.prepare(item.expression) for item in items]
-    outcomes: list[calculator.Outcome | None] = [
-        p.finish() if p.wanted is None else None for p in prepared
-    ]
-    answers: list[Submission | BaseException] = []
-    created: list[Entry] = []
-    room, grants = selectors.room_grants_locked(
-        room_id=room_id, user_ids=[item.author.pk for item in items]
+def _rooms_entries_insert(
+    rooms: dict[int, list[_Waiting]],
+) -> dict[int, list[Submission | BaseException]]:
+    """The body of a turn, inside the caller's transaction, in a few statements however many
+    rooms and entries: every room's row locked and each author's access read (one query,
+    `selectors.rooms_grants_locked`), the resends among them found (one), each submission checked
+    and its entry made in turn, the entries inserted together (one; an expression that reads its
+    room first has those before it inserted, then resolves against exactly them), the rooms'
+    seqs moved on together (one), each room's events sent on commit in seq order."""
+    # Evaluated before the locks, all but what reads its room (pure and bounded).
+    prepared = {
+        room_id: [calculator.prepare(i.expression) for i in items]
+        for room_id, items in rooms.items()
+    }
+    ready = {
+        room_id: [p.finish() if p.wanted is None else p for p in room_prepared]
+        for room_id, room_prepared in prepared.items()
+    }
+    granted = selectors.rooms_grants_locked(
+        {room_id: [item.author.pk for item in items] for room_id, items in rooms.items()}
     )
-    if room is None:
-        return [Refused("forbidden", "You are not a member of this room.") for _ in items]
-    allowed = {user_id: access >= Access.MEMBER for user_id, access in grants.items()}
-    stored = _resent(room, [item.client_id for item in items if item.client_id is not None])
-    seq = room.last_seq
-    for item, ready, outcome in zip(items, prepared, outcomes, strict=True):
-        if not allowed[item.author.pk]:
-            answers.append(Refused("forbidden", "You are not a member of this room."))
+    stored = _resent(
+        [
+            (room_id, item.author.pk, item.client_id)
+            for room_id, items in rooms.items()
+            if room_id in granted
+            for item in items
+            if item.client_id is not None
+        ]
+    )
+    pending: list[Entry] = []
+    advanced: list[tuple[Room, list[Entry]]] = []
+    answers: dict[int, list[Submission | BaseException]] = {}
+    for room_id in sorted(rooms):
+        items, made = rooms[room_id], answers.setdefault(room_id, [])
+        if room_id not in granted:
+            made.extend(Refused("forbidden", "You are not a member of this room.") for _ in items)
             continue
-        key = (item.author.pk, item.client_id) if item.client_id is not None else None
-        if key is not None and key in stored:
-            answers.append(Submission(entry=stored[key], created=False))
-            continue
-        seq += 1
-        entry = _entry_insert(
-            room=room,
-            seq=seq,
-            author=item.author,
-            client_id=item.client_id,
-            expression=item.expression,
-            prepared=ready,
-            outcome=outcome,
-        )
-        if key is not None:
-            stored[key] = entry
-        created.append(entry)
-        answers.append(Submission(entry=entry, created=True))
-    if created:
-        room.last_seq = seq
-        Room.objects.filter(pk=room.pk).update(last_seq=seq, last_activity=created[-1].created)
-        send_events_on_commit(lambda: _entries_events(room, created))
+        room, grants = granted[room_id]
+        created: list[Entry] = []
+        seq = room.last_seq
+        for item, evaluated in zip(items, ready[room_id], strict=True):
+            if grants.get(item.author.pk, Access.NONE) < Access.MEMBER:
+                made.append(Refused("forbidden", "You are not a member of this room."))
+                continue
+            key = (room_id, item.author.pk, item.client_id)
+            if item.client_id is not None and key in stored:
+                made.append(Submission(entry=stored[key], created=False))
+                continue
+            seq += 1
+            if isinstance(evaluated, calculator.Outcome):
+                outcome = evaluated
+            else:  # it reads the room: what came before it must be there to be read
+                assert evaluated.wanted is not None
+                if pending:
+                    Entry.objects.bulk_create(pending)
+                    pending = []
+                found = selectors.entry_resolve(
+                    room_id=room_id, before_seq=seq, wanted=evaluated.wanted
+                )
+                outcome = evaluated.finish(found)
+            entry = _entry_new(room, seq, item.author, item.client_id, item.expression, outcome)
+            pending.append(entry)
+            if item.client_id is not None:
+                stored[key] = entry
+            created.append(entry)
+            made.append(Submission(entry=entry, created=True))
+        if created:
+            room.last_seq = seq
+            advanced.append((room, created))
+    if pending:
+        Entry.objects.bulk_create(pending)
+    _rooms_advance([(room, created[-1]) for room, created in advanced])
+    for room, created in advanced:
+        send_events_on_commit(functools.partial(_entries_events, room, created))
     return answers
 
 
-def _resent(room: Room, client_ids: list[uuid.UUID]) -> dict[tuple[int, uuid.UUID], Entry]:
-    """The room's entries that already carry one of `client_ids`, by (author, client_id): the
-    resends among a turn's submissions. Asked by id first (plain SQL: almost always none)."""
-    if not client_ids:
+def _rooms_advance(lasts: list[tuple[Room, Entry]]) -> None:
+    """Each room's seq and last activity moved on to its newest entry: PostgreSQL, one statement
+    for them all."""
+    if not lasts:
+        return
+    if connection.vendor != "postgresql":
+        for room, entry in lasts:
+            Room.objects.filter(pk=room.pk).update(last_seq=entry.seq, last_activity=entry.created)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'UPDATE "{Room._meta.db_table}" AS r'
+            " SET last_seq = v.last_seq, last_activity = v.last_activity"
+            " FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[])"
+            " AS v(id, last_seq, last_activity) WHERE r.id = v.id",
+            [
+                [room.pk for room, _ in lasts],
+                [entry.seq for _, entry in lasts],
+                [entry.created for _, entry in lasts],
+            ],
+        )
+
+
+ResendKey = tuple[int, int, uuid.UUID | None]  # (room id, author id, client_id)
+
+
+def _resent(keys: list[ResendKey]) -> dict[ResendKey, Entry]:
+    """The entries already stored under one of `keys` (room, author, client_id): the resends
+    among a turn's submissions. Asked by id first (plain SQL, one probe of the unique index
+    each: almost always none)."""
+    if not keys:
         return {}
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
-                f'SELECT id FROM "{Entry._meta.db_table}"'
-                " WHERE room_id = %s AND client_id = ANY(%s::uuid[])",
-                [room.pk, client_ids],
+                f'SELECT e.id FROM "{Entry._meta.db_table}" e'
+                " JOIN unnest(%s::bigint[], %s::bigint[], %s::uuid[]) AS k(room_id, author_id,"
+                " client_id) ON e.room_id = k.room_id AND e.author_id = k.author_id"
+                " AND e.client_id = k.client_id",
+                [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]],
             )
             found = [row[0] for row in cursor.fetchall()]
         if not found:
             return {}
         entries = Entry.objects.select_related("author").filter(pk__in=found)
     else:
-        entries = Entry.objects.select_related("author").filter(room=room, client_id__in=client_ids)
-    return {(entry.author_id, entry.client_id): entry for entry in entries}
+        wanted = set(keys)
+        entries = [
+            entry
+            for entry in Entry.objects.select_related("author").filter(
+                room_id__in={k[0] for k in keys}, client_id__in={k[2] for k in keys}
+            )
+            if (entry.room_id, entry.author_id, entry.client_id) in wanted
+        ]
+    return {(entry.room_id, entry.author_id, entry.client_id): entry for entry in entries}
 
 
-_waiting: collections.Counter[int] = collections.Counter()  # submissions in or waiting for a lane
-# Lanes that are late: over a whole window (LATE_WINDOW_SECONDS), even the turn that waited
-# least began past ENTRY_STORE_WAIT_TARGET_SECONDS. That is a standing queue, not a burst (the
-# rule of CoDel): while a lane is late and something waits for it, new submissions for it are
-# answered `unavailable`. A turn that begins on time ends it at once.
-_late: collections.defaultdict[int, bool] = collections.defaultdict(bool)
 LATE_WINDOW_SECONDS = 0.5
 
 
-class _LaneWindow:
-    __slots__ = ("least", "started")
+class _Admission:
+    """Whether one store lane of this process takes a new submission: how many are in or
+    waiting for it, and whether it is late.
 
-    def __init__(self, now: float) -> None:
-        self.started = now
+    Late: over a whole window (LATE_WINDOW_SECONDS), even the turn that waited least began past
+    ENTRY_STORE_WAIT_TARGET_SECONDS. That is a standing queue, not a burst (the rule of CoDel):
+    while a lane is late and something waits for it, new submissions for it are answered
+    `unavailable`, as they are past ENTRY_STORE_QUEUE_LIMIT. A turn that begins on time ends it
+    at once. `waiting` moves on the event loop; the rest in the lane's one store thread.
+    """
+
+    __slots__ = ("late", "least", "waiting", "window_started")
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.late = False
+        self.window_started: float | None = None
         self.least = float("inf")  # the shortest wait of a turn begun in this window
 
+    def busy(self) -> bool:
+        return self.waiting >= settings.ENTRY_STORE_QUEUE_LIMIT or (self.late and self.waiting > 0)
 
-_windows: dict[int, _LaneWindow] = {}
+    def answered(self, answer: asyncio.Future[Any]) -> None:
+        self.waiting -= 1
+        if not answer.cancelled():
+            answer.exception()  # seen: an answer nobody waits for any more logs no warning
+
+    def turn_began(self, waited: float, now: float) -> None:
+        if self.window_started is None:
+            self.window_started = now
+        self.least = min(self.least, waited)
+        target = settings.ENTRY_STORE_WAIT_TARGET_SECONDS
+        if waited <= target:
+            self.late = False
+        if now - self.window_started >= LATE_WINDOW_SECONDS:
+            self.late = self.least > target
+            self.window_started, self.least = now, float("inf")
+
+
+# By lane (-1: the shared database thread, when there are no store threads).
+_admissions: collections.defaultdict[int, _Admission] = collections.defaultdict(_Admission)
 
 
 def _lane_turn(rooms: dict[int, list[_Waiting]]) -> dict[int, list[Submission | BaseException]]:
@@ -405,15 +521,7 @@ def _lane_turn(rooms: dict[int, list[_Waiting]]) -> dict[int, list[Submission | 
     stands in: the lane's and the thread's), and so whether the lane is late; then store."""
     now = time.monotonic()
     waited = now - min(item.since for items in rooms.values() for item in items)
-    lane = next(iter(rooms)) % settings.ENTRY_STORE_THREADS
-    window = _windows.get(lane) or _windows.setdefault(lane, _LaneWindow(now))
-    window.least = min(window.least, waited)
-    target = settings.ENTRY_STORE_WAIT_TARGET_SECONDS
-    if waited <= target:
-        _late[lane] = False
-    if now - window.started >= LATE_WINDOW_SECONDS:
-        _late[lane] = window.least > target
-        _windows[lane] = _LaneWindow(now)
+    _admissions[next(iter(rooms)) % settings.ENTRY_STORE_THREADS].turn_began(waited, now)
     return _closing_connections(_lane_store)(rooms)
 
 
@@ -556,7 +664,21 @@ def _entry_insert(
         assert prepared.wanted is not None
         found = selectors.entry_resolve(room_id=room.pk, before_seq=seq, wanted=prepared.wanted)
         outcome = prepared.finish(found)
-    return Entry.objects.create(
+    entry = _entry_new(room, seq, author, client_id, expression, outcome)
+    entry.save(force_insert=True)
+    return entry
+
+
+def _entry_new(
+    room: Room,
+    seq: int,
+    author: User,
+    client_id: uuid.UUID | None,
+    expression: str,
+    outcome: calculator.Outcome,
+) -> Entry:
+    """Entry `seq` as evaluated, not yet saved."""
+    return Entry(
         room=room,
         seq=seq,
         author=author,

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import IntegrityError, connections
 
 from rooms import services
+from rooms.consumers import STORING_MAX
 from rooms.models import Entry, Room
 from tests.factories import RoomFactory
 
@@ -63,11 +64,15 @@ async def test_every_store_thread_gives_its_connection_back(connect: Any, alice:
     assert await sync_to_async(_pool_in_use)() == in_use_before
 
 
+def _lane_of(room_id: int) -> Any:
+    key = (id(asyncio.get_running_loop()), room_id % settings.ENTRY_STORE_THREADS)
+    return services._LaneStore._lanes.get(key)
+
+
 async def _queued(room_id: int, count: int) -> None:
     """Until `count` submissions wait for the room's store thread."""
-    key = (id(asyncio.get_running_loop()), room_id % settings.ENTRY_STORE_THREADS)
     for _ in range(500):
-        store = services._LaneStore._lanes.get(key)
+        store = _lane_of(room_id)
         if store is not None and store.waiting_for(room_id) >= count:
             return
         await asyncio.sleep(0.01)
@@ -172,6 +177,61 @@ async def test_submissions_that_waited_are_stored_together_in_order(
     assert heard == [1, 2, 3, 4]
 
 
+async def test_one_socket_sending_many_at_once_has_them_stored_together_in_its_order(
+    connect: Any,
+    lobby: Any,
+    alice: Any,
+    bob: Any,
+    store_thread_held: Held,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that sends expressions faster than one is stored does not wait for each: the
+    socket reads the next frame while the one before is stored (up to STORING_MAX of them; then
+    it waits for the oldest answer), so what it sent while the store was busy is stored in one
+    turn, in the order sent (`ans` reading the one before it), and the room hears them in that
+    order."""
+    together: list[int] = []
+    real_together = services._entries_store_together
+
+    def spy(room_id: int, items: list[Any]) -> list[Any]:
+        together.append(len(items))
+        return real_together(room_id, items)
+
+    monkeypatch.setattr(services, "_entries_store_together", spy)
+    sender, watcher = await connect(alice, "lobby"), await connect(bob, "lobby")
+    for ws in (sender, watcher):
+        await ws.receive_type("sync")
+    first = asyncio.ensure_future(
+        services.entry_submit(room_id=lobby.id, author=bob, expression="1", client_id=None)
+    )
+    await store_thread_held.holding()
+    sent = ["ans + 1", "ans * 10", "7", "ans - 2", "ans / 5"]
+    assert len(sent) == STORING_MAX + 1
+    for n, expression in enumerate(sent):
+        await sender.send(
+            {"type": "expression", "expression": expression, "client_id": str(uuid.uuid4())}
+        )
+        if n < STORING_MAX:
+            await _queued(lobby.id, n + 1)  # queued before the one before it was stored
+    await asyncio.sleep(0.3)
+    assert _lane_of(lobby.id).waiting_for(lobby.id) == STORING_MAX  # the last waits its turn
+    store_thread_held.release()
+    await first
+
+    heard = [(await watcher.receive_type("entry"))["entry"] for _ in range(6)]
+    assert [(e["seq"], e["expression"], e["result"]) for e in heard] == [
+        (1, "1", "1"),
+        (2, "ans + 1", "2"),
+        (3, "ans * 10", "20"),
+        (4, "7", "7"),
+        (5, "ans - 2", "5"),
+        (6, "ans / 5", "1"),
+    ]
+    acked = [(await sender.receive_type("entry"))["entry"]["seq"] for _ in range(6)]
+    assert acked == [1, 2, 3, 4, 5, 6]
+    assert together == [1, STORING_MAX, 1]  # the first alone, one turn for what queued, the last
+
+
 async def test_a_turn_that_fails_as_a_whole_stores_each_on_its_own(
     lobby: Any, alice: Any, bob: Any, store_thread_held: Held, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -222,8 +282,9 @@ async def test_what_waited_for_one_thread_in_several_rooms_is_stored_in_one_turn
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The rooms of one store thread share its turns: what waited for it in three rooms is
-    stored in one transaction, each room's entries with that room's next seqs, and each room
-    hears its own entries and no other's."""
+    stored in one transaction, each room's entries with that room's next seqs (`ans` reading its
+    own room's entry of the same turn, a resend answered with the entry its first copy got), and
+    each room hears its own entries and no other's."""
     turns: list[list[int]] = []
     real_lane_store = services._lane_store
 
@@ -238,30 +299,42 @@ async def test_what_waited_for_one_thread_in_several_rooms_is_stored_in_one_turn
     for ws in watchers:
         await ws.receive_type("sync")
 
-    def submit(room: Any, expression: str) -> asyncio.Task[Any]:
+    def submit(room: Any, expression: str, client_id: str | None = None) -> asyncio.Task[Any]:
         return asyncio.ensure_future(
             services.entry_submit(
-                room_id=room.id, author=alice, expression=expression, client_id=str(uuid.uuid4())
+                room_id=room.id,
+                author=alice,
+                expression=expression,
+                client_id=client_id or str(uuid.uuid4()),
             )
         )
 
     first = submit(lobby, "1 + 1")  # holds the thread
     await store_thread_held.holding()
+    again = str(uuid.uuid4())
     waiting = []
-    for n, room in enumerate([others[0], lobby, others[1], others[0]]):
-        waiting.append((room, submit(room, f"{n} * 10")))
+    for room, expression, client_id in [
+        (others[0], "5 * 10", None),
+        (lobby, "10", None),
+        (others[1], "20", again),
+        (others[0], "ans + 30", None),  # 80: its own room's entry before it, not lobby's 10
+        (others[1], "20", again),  # sent again: the same entry
+    ]:
+        waiting.append((room, submit(room, expression, client_id)))
         await _queued(room.id, sum(1 for r, _ in waiting if r is room))
     store_thread_held.release()
     assert (await first).entry.seq == 1
     answers = [(room, await task) for room, task in waiting]
 
     assert turns[-1] == sorted(room.id for room in rooms)  # one turn for all three rooms
-    assert [(room.slug, a.entry.seq, a.entry.result) for room, a in answers] == [
-        (others[0].slug, 1, "0"),
-        (lobby.slug, 2, "10"),
-        (others[1].slug, 1, "20"),
-        (others[0].slug, 2, "30"),
+    assert [(room.slug, a.entry.seq, a.entry.result, a.created) for room, a in answers] == [
+        (others[0].slug, 1, "50", True),
+        (lobby.slug, 2, "10", True),
+        (others[1].slug, 1, "20", True),
+        (others[0].slug, 2, "80", True),
+        (others[1].slug, 1, "20", False),
     ]
+    assert answers[4][1].entry.pk == answers[2][1].entry.pk
     last_seqs = {room.slug: 2 for room in rooms} | {others[1].slug: 1}
     heard = {}
     for room, ws in zip(rooms, watchers, strict=True):
@@ -269,7 +342,7 @@ async def test_what_waited_for_one_thread_in_several_rooms_is_stored_in_one_turn
         heard[room.slug] = [
             (await ws.receive_type("entry"))["entry"]["result"] for _ in range(last_seqs[room.slug])
         ]
-    assert heard == {lobby.slug: ["2", "10"], others[0].slug: ["0", "30"], others[1].slug: ["20"]}
+    assert heard == {lobby.slug: ["2", "10"], others[0].slug: ["50", "80"], others[1].slug: ["20"]}
     for ws in watchers:
         assert await ws.nothing("entry")  # no room heard another's
 
@@ -279,16 +352,16 @@ async def test_a_turn_of_several_rooms_that_fails_as_a_whole_stores_each_room_on
 ) -> None:
     """One room's unique-constraint clash rolls the whole turn back; each room is then stored
     in a transaction of its own: nothing lost, nothing twice."""
-    real_insert = services._room_entries_insert
+    real_insert = services._rooms_entries_insert
     clashed = []
 
-    def clash_once(room_id: int, items: list[Any]) -> list[Any]:
+    def clash_once(rooms: dict[int, list[Any]]) -> dict[int, list[Any]]:
         if not clashed:
-            clashed.append(room_id)
+            clashed.append(sorted(rooms))
             raise IntegrityError("duplicate key value violates unique constraint")
-        return real_insert(room_id, items)
+        return real_insert(rooms)
 
-    monkeypatch.setattr(services, "_room_entries_insert", clash_once)
+    monkeypatch.setattr(services, "_rooms_entries_insert", clash_once)
     others = await sync_to_async(_rooms_on_the_lane_of)(lobby, alice, 2)
     first = asyncio.ensure_future(
         services.entry_submit(room_id=lobby.id, author=alice, expression="1", client_id=None)
