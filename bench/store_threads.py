@@ -4,7 +4,7 @@ its own store threads (`ENTRY_STORE_THREADS`), one entry a transaction or what w
 through `services.entry_submit` across 50 rooms at an offered rate; accepted/s and latency from
 each submission's scheduled time. The variants take turns at each rate in one run.
 
-    .venv/bin/python bench/store_threads.py [--rates 200,500] [--seconds 4]
+    .venv/bin/python bench/store_threads.py [--rates 200,500] [--seconds 4] [--variants 4:32,4:1]
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ async def run(
     settings.ENTRY_STORE_THREADS = threads
     settings.ENTRY_STORE_BATCH_MAX = batch
     settings.ENTRY_STORE_QUEUE_LIMIT = 10**9  # measure the queue, do not refuse
+    settings.ENTRY_STORE_WAIT_TARGET_SECONDS = 10**9  # nor turn anything away as late
     services._store_executors.clear()
     latencies: list[float] = []
 
@@ -72,9 +73,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="200,500")
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument(
+        "--variants", help="THREADS:BATCH_MAX,... (default: all of VARIANTS)", default=None
+    )
     args = parser.parse_args()
     os.environ["EXPRESSION_BUCKET_CAPACITY"] = "1000000000"
     os.environ["EXPRESSION_BUCKET_REFILL_PER_SECOND"] = "1000000000"
+    variants = VARIANTS
+    if args.variants:
+        variants = tuple(
+            (int(t), int(b)) for t, b in (pair.split(":") for pair in args.variants.split(","))
+        )
     results = []
     with after_query.bench_database(DB_NAME):
         from asgiref.sync import sync_to_async
@@ -94,7 +103,7 @@ def main() -> int:
         async def all_runs() -> None:
             author, rooms = await sync_to_async(setup)()
             for rate in (float(r) for r in args.rates.split(",")):
-                for threads, batch in VARIANTS:
+                for threads, batch in variants:
                     result = await run(threads, batch, rate, args.seconds, author, rooms)
                     results.append(result)
                     print(

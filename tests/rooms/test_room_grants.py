@@ -16,7 +16,9 @@ from tests.factories import RoomFactory, UserFactory
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_each_person_gets_what_room_access_gives_them_in_each_room():
+def _two_rooms_and_every_kind_of_person():
+    """A public and a private room, each with a member, a barred stranger and a barred member;
+    and a stranger to both."""
     public = RoomFactory(visibility=Room.Visibility.PUBLIC)
     private = RoomFactory(visibility=Room.Visibility.PRIVATE)
     member, stranger, barred, barred_member = UserFactory.create_batch(4)
@@ -25,6 +27,11 @@ def test_each_person_gets_what_room_access_gives_them_in_each_room():
         Membership.objects.create(room=room, user=barred_member, role=Membership.Role.MEMBER)
         for person in (barred, barred_member):
             RoomBar.objects.create(room=room, user=person, barred_by=room.owner)
+    return public, private, member, stranger, barred, barred_member
+
+
+def test_each_person_gets_what_room_access_gives_them_in_each_room():
+    public, private, member, stranger, barred, barred_member = _two_rooms_and_every_kind_of_person()
     # The private room's member is a stranger to the public one, and the other way round.
     Membership.objects.create(room=private, user=public.owner, role=Membership.Role.MEMBER)
     people = [public.owner, private.owner, member, stranger, barred, barred_member]
@@ -92,14 +99,7 @@ def test_room_access_in_plain_sql_answers_as_the_orm_does(lock):
     """PostgreSQL asks `room_access` in plain SQL, every other database through the ORM: the
     same room (its owner loaded, unless locking), the same access and the same bar for every
     kind of person, by slug and by id, and nothing for a room that is not there."""
-    public = RoomFactory(visibility=Room.Visibility.PUBLIC)
-    private = RoomFactory(visibility=Room.Visibility.PRIVATE)
-    member, stranger, barred, barred_member = UserFactory.create_batch(4)
-    for room in (public, private):
-        Membership.objects.create(room=room, user=member, role=Membership.Role.MEMBER)
-        Membership.objects.create(room=room, user=barred_member, role=Membership.Role.MEMBER)
-        for person in (barred, barred_member):
-            RoomBar.objects.create(room=room, user=person, barred_by=room.owner)
+    public, private, member, stranger, barred, barred_member = _two_rooms_and_every_kind_of_person()
     people = [public.owner, member, stranger, barred, barred_member]
 
     def fields(room):

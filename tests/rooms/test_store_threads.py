@@ -110,6 +110,20 @@ def store_thread_held(monkeypatch: pytest.MonkeyPatch) -> Any:
     held.release()
 
 
+@pytest.fixture
+def turn_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many submissions each one-room turn stored together, in turn order."""
+    sizes: list[int] = []
+    real_together = services._entries_store_together
+
+    def spy(room_id: int, items: list[Any]) -> list[Any]:
+        sizes.append(len(items))
+        return real_together(room_id, items)
+
+    monkeypatch.setattr(services, "_entries_store_together", spy)
+    return sizes
+
+
 async def test_submissions_that_waited_are_stored_together_in_order(
     connect: Any,
     lobby: Any,
@@ -117,21 +131,13 @@ async def test_submissions_that_waited_are_stored_together_in_order(
     bob: Any,
     carol: Any,
     store_thread_held: Held,
-    monkeypatch: pytest.MonkeyPatch,
+    turn_sizes: list[int],
 ) -> None:
     """While the room's store thread is busy, what arrives waits; the next turn stores all of it
     in one transaction, each as it would have been alone: in arrival order with consecutive
     seqs, `ans` reading the entry before it in the same turn, a resend answered with the entry
     its first copy got, a non-member refused without failing the others; the room hears every
     entry, in seq order."""
-    together: list[int] = []
-    real_together = services._entries_store_together
-
-    def spy(room_id: int, items: list[Any]) -> list[Any]:
-        together.append(len(items))
-        return real_together(room_id, items)
-
-    monkeypatch.setattr(services, "_entries_store_together", spy)
     watcher = await connect(bob, "lobby")
     await watcher.receive_type("sync")
 
@@ -159,7 +165,7 @@ async def test_submissions_that_waited_are_stored_together_in_order(
     stored = await first
     answers = await asyncio.gather(*waiting, return_exceptions=True)
 
-    assert together == [1, len(waiting)]  # the first alone, then one turn for all that waited
+    assert turn_sizes == [1, len(waiting)]  # the first alone, then one turn for all that waited
     assert stored.entry.seq == 1
     sum1, product, refused, resend, doubled = answers
     assert (sum1.entry.seq, sum1.entry.result) == (2, "43")
@@ -183,21 +189,13 @@ async def test_one_socket_sending_many_at_once_has_them_stored_together_in_its_o
     alice: Any,
     bob: Any,
     store_thread_held: Held,
-    monkeypatch: pytest.MonkeyPatch,
+    turn_sizes: list[int],
 ) -> None:
     """A client that sends expressions faster than one is stored does not wait for each: the
     socket reads the next frame while the one before is stored (up to STORING_MAX of them; then
     it waits for the oldest answer), so what it sent while the store was busy is stored in one
     turn, in the order sent (`ans` reading the one before it), and the room hears them in that
     order."""
-    together: list[int] = []
-    real_together = services._entries_store_together
-
-    def spy(room_id: int, items: list[Any]) -> list[Any]:
-        together.append(len(items))
-        return real_together(room_id, items)
-
-    monkeypatch.setattr(services, "_entries_store_together", spy)
     sender, watcher = await connect(alice, "lobby"), await connect(bob, "lobby")
     for ws in (sender, watcher):
         await ws.receive_type("sync")
@@ -229,7 +227,7 @@ async def test_one_socket_sending_many_at_once_has_them_stored_together_in_its_o
     ]
     acked = [(await sender.receive_type("entry"))["entry"]["seq"] for _ in range(6)]
     assert acked == [1, 2, 3, 4, 5, 6]
-    assert together == [1, STORING_MAX, 1]  # the first alone, one turn for what queued, the last
+    assert turn_sizes == [1, STORING_MAX, 1]  # the first alone, one turn for what queued, the last
 
 
 async def test_a_turn_that_fails_as_a_whole_stores_each_on_its_own(
