@@ -283,11 +283,7 @@ class RoomConsumer(_SeatedConnection):
             else:
                 await self._refuse("invalid_frame", "Unknown frame type.", client_id)
         except Exception as exc:
-            if not outage.failed(exc):  # a backend's: one line per outage, not one per frame
-                logger.exception("a %s frame failed in room %s", kind, self.room_id)
-            await self._send_error(
-                "unavailable", "The server could not handle that just now; try again.", client_id
-            )
+            await self._frame_failed(exc, kind, client_id)
         took = time.monotonic() - started
         if took > settings.SLOW_HANDLER_SECONDS:
             metrics.slow_handler(f"frame.{kind}" if kind in _FRAME_KINDS else "frame.other")
@@ -332,15 +328,19 @@ class RoomConsumer(_SeatedConnection):
             await self._expression_refused(refused, client_id)
             return
         except Exception as exc:
-            if not outage.failed(exc):  # a backend's: one line per outage, not one per frame
-                logger.exception("an expression failed in room %s", self.room_id)
-            await self._send_error(
-                "unavailable", "The server could not handle that just now; try again.", client_id
-            )
+            await self._frame_failed(exc, "expression", client_id)
             return
         if not submission.created:
             # A resend: only the sender hears about it again.
             await self.send_frame(self.renderer.entry(entry_as_dict(submission.entry)))
+
+    async def _frame_failed(self, exc: Exception, kind: object, client_id: str | None) -> None:
+        """A frame's handling (or its expression's store) failed: logged, answered `unavailable`."""
+        if not outage.failed(exc):  # a backend's: one line per outage, not one per frame
+            logger.exception("a %s frame failed in room %s", kind, self.room_id)
+        await self._send_error(
+            "unavailable", "The server could not handle that just now; try again.", client_id
+        )
 
     async def _expression_refused(self, refused: services.Refused, client_id: str | None) -> None:
         if refused.code == "unavailable":  # the server's state, not the client's fault
