@@ -15,7 +15,7 @@ only ever narrows it.
   router as the token's owner (the Origin check guards cookie sockets only: a browser cannot put
   an Authorization header on a WebSocket), and every other handshake through the cookie stack.
   The socket's seat carries the token's id, so revoking it closes the socket at once
-  (`token.revoked`) or at the room's next tick (`rooms.selectors.seats_recheck`).
+  (`token.revoked`) or at the room's next tick (`rooms.selectors.rooms_seats_recheck`).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def token_revoke(*, owner: User, token_id: int) -> AccessToken:
     """Revoke one of `owner`'s tokens and close its sockets (4401), within a second.
 
     Raises AccessToken.DoesNotExist for a token that is not theirs. Revoking twice is harmless.
-    Should the event be lost, each room's tick closes the sockets anyway (`seats_recheck`).
+    Should the event be lost, each room's tick closes the sockets anyway (`rooms_seats_recheck`).
     """
     with transaction.atomic():
         token = AccessToken.objects.select_for_update().get(pk=token_id, owner=owner)

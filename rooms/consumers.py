@@ -14,8 +14,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Iterable
+from typing import Any, NamedTuple
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -39,7 +39,7 @@ from realtime.events import (
     room_group,
     user_group,
 )
-from realtime.tick import RoomTicker
+from realtime.tick import RoomTick, RoomTicker
 from rooms import selectors, services
 from rooms.payloads import JSON_SUBPROTOCOL, entry_as_dict, json_frame
 from rooms.renderers import Renderer, renderer_for
@@ -547,8 +547,9 @@ class RoomListConsumer(_SeatedConnection):
 # --- The room's work, once per room per process ---------------------------------------------------
 
 
-async def _room_tick(room_id: int, sockets: set[RoomConsumer], tick: int) -> None:
-    """The room's heartbeat and upkeep, for all its sockets in this process at once.
+async def _rooms_tick(rooms: dict[int, RoomTick[RoomConsumer]]) -> None:
+    """The upkeep of this process's rooms, each for all its sockets here at once, and what it
+    asks of the database for all the rooms at once (one call a tick, however many rooms).
 
     Every PRESENCE_HEARTBEAT_SECONDS: one presence refresh and one socket-claim renewal for every
     local socket of the room (not one of each per socket). Every tick: the presence sweep, which
@@ -556,17 +557,75 @@ async def _room_tick(room_id: int, sockets: set[RoomConsumer], tick: int) -> Non
     re-check, which closes within one tick a socket whose session or membership is gone by any
     path (the admin, a shell, a password change, a revocation event that was lost). Every
     SYNC_INTERVAL_SECONDS, and at once after the process was cut off from Redis, each socket hears
-    the room's last seq, so it notices a missed entry.
+    the room's last seq, so it notices a missed entry. A room whose presence step fails (Redis is
+    away) still has its sockets re-checked; the tick then reports the failure.
     """
-    here = _room_here(room_id)
-    resync = room_ticker.take_resync(room_id)
-    heartbeat = resync or tick % _every(settings.PRESENCE_HEARTBEAT_SECONDS) == 0
-    sync = resync or tick % _every(settings.SYNC_INTERVAL_SECONDS) == 0
-    if heartbeat or sync:  # the only steps that concern every socket
-        sockets = {socket for socket in sockets if not socket.closing}
+    plans = [_TickPlan.of(room_id, part) for room_id, part in rooms.items()]
+    failed = [
+        result
+        for result in await _bounded(
+            [_room_presence_step(plan) for plan in plans], limit=_TICK_REDIS_CALLS
+        )
+        if isinstance(result, Exception)
+    ]
+    for plan in plans:
+        await _close_too_far_behind(plan.room_id, plan.here)
+    positions = {plan.room_id: _read_positions(plan.here) for plan in plans}
+    lost, last_seqs = await database_sync_to_async(_tick_database)(
+        seats={plan.room_id: list(plan.here.by_seat) for plan in plans},
+        positions={room_id: read for room_id, read in positions.items() if read},
+        synced=[plan.room_id for plan in plans if plan.sync],
+    )
+    for plan in plans:
+        await _close_lost(plan.room_id, plan.here, lost.get(plan.room_id, {}))
+        if plan.sync:
+            _send_sync(plan.room_id, plan.sockets, last_seqs.get(plan.room_id, 0))
+    if failed:
+        raise failed[0]
+
+
+_TICK_REDIS_CALLS = 8  # rooms whose presence a tick asks Redis about at the same time
+
+
+class _TickPlan(NamedTuple):
+    """What one room's part of a tick is to do."""
+
+    room_id: int
+    here: _RoomHere
+    sockets: set[RoomConsumer]
+    heartbeat: bool
+    sync: bool
+
+    @classmethod
+    def of(cls, room_id: int, part: RoomTick[RoomConsumer]) -> _TickPlan:
+        resync = room_ticker.take_resync(room_id)
+        heartbeat = resync or part.tick % _every(settings.PRESENCE_HEARTBEAT_SECONDS) == 0
+        sync = resync or part.tick % _every(settings.SYNC_INTERVAL_SECONDS) == 0
+        sockets = part.members
+        if heartbeat or sync:  # the only steps that concern every socket
+            sockets = {socket for socket in sockets if not socket.closing}
+        return cls(room_id, _room_here(room_id), sockets, heartbeat, sync)
+
+
+async def _bounded(calls: list[Awaitable[Any]], *, limit: int) -> list[Any]:
+    """Await `calls`, at most `limit` at a time (the Redis pool is shared with the live path);
+    each one's result or exception, in order."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(call: Awaitable[Any]) -> Any:
+        async with gate:
+            return await call
+
+    return await asyncio.gather(*(one(call) for call in calls), return_exceptions=True)
+
+
+async def _room_presence_step(plan: _TickPlan) -> None:
+    """The room's presence: refreshed (a heartbeat) or swept, and a dead process's ghosts
+    counted."""
+    room_id = plan.room_id
     before = _online.get(room_id)
-    if heartbeat:
-        state = await _heartbeat(room_id, sockets)
+    if plan.heartbeat:
+        state = await _heartbeat(room_id, plan.sockets)
     else:
         state = await presence.presence_check(room_id=room_id)
     after = {o.username for o in state.online}
@@ -574,6 +633,22 @@ async def _room_tick(room_id: int, sockets: set[RoomConsumer], tick: int) -> Non
     if before is not None and state.changed and before - after:
         # Gone without a leave from any socket here: their records expired (a dead process).
         metrics.presence_expired(len(before - after))
+
+
+def _tick_database(
+    *, seats: dict[int, list[Seat]], positions: dict[int, dict[int, int]], synced: list[int]
+) -> tuple[dict[int, dict[Seat, Lost]], dict[int, int]]:
+    """A tick's database work for all the rooms, in one call on the database thread: the
+    re-check of every seat, the last seq of the rooms due a sync, and the read positions to
+    store."""
+    lost = selectors.rooms_seats_recheck(seats)
+    last_seqs = selectors.rooms_last_seq(synced)
+    for room_id, read in positions.items():
+        services.read_positions_advance(room_id=room_id, positions=read)
+    return lost, last_seqs
+
+
+async def _close_too_far_behind(room_id: int, here: _RoomHere) -> None:
     for socket in _too_far_behind(here.behind):
         logger.info(
             "closing %s's socket on room %s: it has not read for %.0f s",
@@ -584,10 +659,10 @@ async def _room_tick(room_id: int, sockets: set[RoomConsumer], tick: int) -> Non
         )
         metrics.refusal(CLOSE_TOO_FAR_BEHIND)
         await socket.close(code=CLOSE_TOO_FAR_BEHIND)
-    await _store_read_positions(room_id, here)
-    lost = await database_sync_to_async(selectors.seats_recheck)(
-        room_id=room_id, seats=list(here.by_seat)
-    )
+
+
+async def _close_lost(room_id: int, here: _RoomHere, lost: dict[Seat, Lost]) -> None:
+    """Close the sockets of the seats the re-check found lost (4401 / 4403)."""
     for seat, why in lost.items():
         for socket in list(here.by_seat.get(seat, ())):
             if socket.closing:
@@ -602,17 +677,20 @@ async def _room_tick(room_id: int, sockets: set[RoomConsumer], tick: int) -> Non
             )
             metrics.refusal(code)
             await socket.close(code=code)
-    if sync:
-        last_seq = await database_sync_to_async(selectors.room_last_seq)(room_id=room_id)
-        _seen_seq(room_id, last_seq)
-        frames: dict[str, str] = {}  # built once per wire mode, queued like a broadcast
-        for socket in sockets:
-            mode = socket.renderer.mode
-            frame = frames.get(mode)
-            if frame is None:
-                frame = frames[mode] = socket.renderer.sync(last_seq)
-            socket.deliver_frame(frame)
-        metrics.frame_out("sync", len(sockets))
+
+
+def _send_sync(room_id: int, sockets: set[RoomConsumer], last_seq: int) -> None:
+    """Tell each socket the room's last seq (a frame built once per wire mode, queued like a
+    broadcast), so one that missed an entry catches up."""
+    _seen_seq(room_id, last_seq)
+    frames: dict[str, str] = {}
+    for socket in sockets:
+        mode = socket.renderer.mode
+        frame = frames.get(mode)
+        if frame is None:
+            frame = frames[mode] = socket.renderer.sync(last_seq)
+        socket.deliver_frame(frame)
+    metrics.frame_out("sync", len(sockets))
 
 
 def _too_far_behind(sockets: Iterable[RoomConsumer]) -> list[RoomConsumer]:
@@ -630,8 +708,9 @@ def _too_far_behind(sockets: Iterable[RoomConsumer]) -> list[RoomConsumer]:
     ]
 
 
-async def _store_read_positions(room_id: int, here: _RoomHere) -> None:
-    """Store the newest read position each person's sockets here reported since the last tick."""
+def _read_positions(here: _RoomHere) -> dict[int, int]:
+    """The newest read position each person's sockets here reported since the last tick (taken:
+    the tick stores them)."""
     positions: dict[int, int] = {}
     for socket in here.reading:
         if socket.read_pending:
@@ -639,10 +718,7 @@ async def _store_read_positions(room_id: int, here: _RoomHere) -> None:
             positions[uid] = max(positions.get(uid, 0), socket.read_pending)
             socket.read_pending = 0
     here.reading.clear()
-    if positions:
-        await database_sync_to_async(services.read_positions_advance)(
-            room_id=room_id, positions=positions
-        )
+    return positions
 
 
 _room_seq: dict[int, int] = {}  # the newest seq this process has seen of each room with sockets
@@ -758,4 +834,4 @@ def _tick_seconds() -> float:
     )
 
 
-room_ticker: RoomTicker[RoomConsumer] = RoomTicker("rooms", _room_tick, interval=_tick_seconds)
+room_ticker: RoomTicker[RoomConsumer] = RoomTicker("rooms", _rooms_tick, interval=_tick_seconds)

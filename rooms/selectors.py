@@ -71,7 +71,7 @@ def room_access(
     """May `user` see, read and write, or manage the room at `slug` (or `room_id`)?
 
     The one access check: views, the socket handshake, every frame and the services ask it (the
-    room tick asks `seats_recheck`, which applies the same rule to many sockets at once). One
+    room tick asks `rooms_seats_recheck`, which applies the same rule to many sockets at once). One
     query. With `lock`, the room's row is locked for the caller's transaction, so the answer holds
     until it commits. It raises nothing: views map NONE to 404, too little to 403, signed out to
     401.
@@ -130,6 +130,21 @@ def _room_access_sql(user_id: int, slug: str | None, room_id: int | None, lock: 
     )
 
 
+def _standing_sql(room: str, user: str) -> tuple[str, str]:
+    """A person's standing in a room, in SQL, for the room and person given as SQL expressions:
+    the two columns (their membership role, whether they are barred) and the join the first
+    needs. The one text of that rule's data for `room_access`, `rooms_grants_locked` and
+    `rooms_seats_recheck`."""
+    columns = f"""membership.role,
+        EXISTS (
+            SELECT 1 FROM "{RoomBar._meta.db_table}" bar
+            WHERE bar.room_id = {room} AND bar.user_id = {user}
+        )"""
+    join = f"""LEFT JOIN "{Membership._meta.db_table}" membership
+        ON membership.room_id = {room} AND membership.user_id = {user}"""
+    return columns, join
+
+
 @functools.cache
 def _access_sql(by: str, lock: bool) -> tuple[list[Any], list[Any], str]:
     """The query of `_room_access_sql` for a room by `by` (slug or id): the room's columns,
@@ -140,16 +155,12 @@ def _access_sql(by: str, lock: bool) -> tuple[list[Any], list[Any], str]:
     columns = [f'r."{field.column}"' for field in room_fields]
     columns += [f'o."{field.column}"' for field in owner_fields]
     owner_join = "" if lock else f'JOIN "{User._meta.db_table}" o ON o.id = r.owner_id'
+    standing, standing_join = _standing_sql("r.id", "%s")
     sql = f"""
-        SELECT {", ".join(columns)}, membership.role,
-            EXISTS (
-                SELECT 1 FROM "{RoomBar._meta.db_table}" bar
-                WHERE bar.room_id = r.id AND bar.user_id = %s
-            )
+        SELECT {", ".join(columns)}, {standing}
         FROM "{Room._meta.db_table}" r
         {owner_join}
-        LEFT JOIN "{Membership._meta.db_table}" membership
-            ON membership.room_id = r.id AND membership.user_id = %s
+        {standing_join}
         WHERE r."{"slug" if by == "slug" else "id"}" = %s
         {"FOR UPDATE OF r" if lock else ""}
     """
@@ -196,16 +207,12 @@ def _grants_sql() -> tuple[list[Any], str]:
     per person their id, membership role and whether they are barred."""
     fields = sorted(Room._meta.concrete_fields, key=lambda field: not field.primary_key)
     columns = ", ".join(f'r."{field.column}"' for field in fields)
+    standing, standing_join = _standing_sql("r.id", "pair.user_id")
     sql = f"""
-        SELECT {columns}, pair.user_id, membership.role,
-            EXISTS (
-                SELECT 1 FROM "{RoomBar._meta.db_table}" bar
-                WHERE bar.room_id = r.id AND bar.user_id = pair.user_id
-            )
+        SELECT {columns}, pair.user_id, {standing}
         FROM unnest(%s::bigint[], %s::bigint[]) AS pair(room_id, user_id)
         JOIN "{Room._meta.db_table}" r ON r.id = pair.room_id
-        LEFT JOIN "{Membership._meta.db_table}" membership
-            ON membership.room_id = r.id AND membership.user_id = pair.user_id
+        {standing_join}
         ORDER BY r.id
         FOR UPDATE OF r
     """
@@ -229,37 +236,87 @@ class Seat:
 
 
 def seats_recheck(*, room_id: int, seats: Collection[Seat]) -> dict[Seat, Lost]:
-    """The seats of `room_id` that lost their place, and why (the others are absent).
+    """The seats of `room_id` that lost their place, and why (the others are absent): one room's
+    `rooms_seats_recheck`."""
+    return rooms_seats_recheck({room_id: seats}).get(room_id, {})
 
-    However many sockets: one query for the users and their memberships, one for the sessions
-    (with the database session engine; others are asked key by key), and one for the access
-    tokens when a socket holds one (a revoked token loses its seat like an ended session).
+
+def rooms_seats_recheck(seats: Mapping[int, Collection[Seat]]) -> dict[int, dict[Seat, Lost]]:
+    """The seats that lost their place in each room of `{room_id: seats}`, and why (rooms and
+    seats that keep theirs are absent): what every room's tick in a process asks at once.
+
+    However many rooms and sockets: one query for the users and their standing in each room, one
+    for the sessions (with the database session engine; others are asked key by key), and one
+    for the access tokens when a socket holds one (a revoked token loses its seat like an ended
+    session).
     """
+    seats = {room_id: held for room_id, held in seats.items() if held}
     if not seats:
         return {}
-    # Plain rows, not User instances: a room's tick re-checks every socket every two seconds, and
-    # building (and signalling) a thousand model instances was most of an idle room's work.
-    users = {
-        row[0]: _Holder(*row[1:])
-        for row in User.objects.filter(pk__in={seat.user_id for seat in seats})
-        .annotate(
-            role=Subquery(
-                Membership.objects.filter(room_id=room_id, user=OuterRef("pk")).values("role")[:1]
-            ),
-            barred=Exists(RoomBar.objects.filter(room_id=room_id, user=OuterRef("pk"))),
-        )
-        .values_list("pk", "is_active", "password", "role", "barred")
-    }
-    sessions = _sessions({seat.session_key for seat in seats if seat.session_key})
-    tokens = _live_tokens({seat.token_id for seat in seats if seat.token_id is not None})
-    lost: dict[Seat, Lost] = {}
-    for seat in seats:
-        holder = users.get(seat.user_id)
-        if holder is None or not _signed_in(seat, holder, sessions, tokens):
-            lost[seat] = Lost.SESSION
-        elif _level(holder.role, is_public=False, barred=holder.barred) < Access.MEMBER:
-            lost[seat] = Lost.ACCESS
+    everyone = [seat for held in seats.values() for seat in held]
+    holders = _holders(
+        {room_id: {seat.user_id for seat in held} for room_id, held in seats.items()}
+    )
+    sessions = _sessions({seat.session_key for seat in everyone if seat.session_key})
+    tokens = _live_tokens({seat.token_id for seat in everyone if seat.token_id is not None})
+    lost: dict[int, dict[Seat, Lost]] = {}
+    for room_id, held in seats.items():
+        for seat in held:
+            holder = holders.get((room_id, seat.user_id))
+            if holder is None or not _signed_in(seat, holder, sessions, tokens):
+                lost.setdefault(room_id, {})[seat] = Lost.SESSION
+            elif _level(holder.role, is_public=False, barred=holder.barred) < Access.MEMBER:
+                lost.setdefault(room_id, {})[seat] = Lost.ACCESS
     return lost
+
+
+def _holders(wanted: Mapping[int, Collection[int]]) -> dict[tuple[int, int], _Holder]:
+    """What the re-check reads of each person in `{room_id: user_ids}`, by (room, user), as
+    plain rows (not User instances: building and signalling a thousand model instances was most
+    of an idle room's tick). A user who is gone is absent. PostgreSQL: one query of plain SQL
+    for every room (the ORM's compiling of the per-room query was most of a busy process's room
+    ticks: docs/performance.md); elsewhere one ORM query a room."""
+    if connection.vendor == "postgresql":
+        return _holders_plain(wanted)
+    return _holders_orm(wanted)
+
+
+def _holders_plain(wanted: Mapping[int, Collection[int]]) -> dict[tuple[int, int], _Holder]:
+    pairs = [(room_id, user_id) for room_id, ids in wanted.items() for user_id in ids]
+    with connection.cursor() as cursor:
+        cursor.execute(_holders_sql(), [[p[0] for p in pairs], [p[1] for p in pairs]])
+        return {(row[0], row[1]): _Holder(*row[2:]) for row in cursor.fetchall()}
+
+
+def _holders_orm(wanted: Mapping[int, Collection[int]]) -> dict[tuple[int, int], _Holder]:
+    holders: dict[tuple[int, int], _Holder] = {}
+    for room_id, ids in wanted.items():
+        rows = (
+            User.objects.filter(pk__in=ids)
+            .annotate(
+                role=Subquery(
+                    Membership.objects.filter(room_id=room_id, user=OuterRef("pk")).values("role")[
+                        :1
+                    ]
+                ),
+                barred=Exists(RoomBar.objects.filter(room_id=room_id, user=OuterRef("pk"))),
+            )
+            .values_list("pk", "is_active", "password", "role", "barred")
+        )
+        holders.update({(room_id, row[0]): _Holder(*row[1:]) for row in rows})
+    return holders
+
+
+@functools.cache
+def _holders_sql() -> str:
+    """The query of `_holders`, written once. Parameters: the room ids and user ids, pairwise."""
+    standing, standing_join = _standing_sql("pair.room_id", "pair.user_id")
+    return f"""
+        SELECT pair.room_id, pair.user_id, u.is_active, u.password, {standing}
+        FROM unnest(%s::bigint[], %s::bigint[]) AS pair(room_id, user_id)
+        JOIN "{User._meta.db_table}" u ON u.id = pair.user_id
+        {standing_join}
+    """
 
 
 class _Holder(NamedTuple):
@@ -363,6 +420,13 @@ def _session_holds(
 
 def room_last_seq(*, room_id: int) -> int:
     return Room.objects.filter(pk=room_id).values_list("last_seq", flat=True).first() or 0
+
+
+def rooms_last_seq(room_ids: Collection[int]) -> dict[int, int]:
+    """Each room's last seq (a room that is gone is absent): one query for them all."""
+    if not room_ids:
+        return {}
+    return dict(Room.objects.filter(pk__in=room_ids).values_list("pk", "last_seq"))
 
 
 ENTRY_FIELDS = (

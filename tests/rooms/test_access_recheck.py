@@ -16,13 +16,16 @@ from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
+from django.db import connection
 
 from accounts.models import User
-from rooms import selectors, services
+from presence import services as presence_services
+from rooms import consumers, selectors, services
 from rooms.models import Membership
 from rooms.selectors import Lost, Seat
 from tests.conftest import session_cookie
-from tests.factories import MembershipFactory, UserFactory
+from tests.factories import MembershipFactory, RoomFactory, UserFactory
+from tests.rooms.test_room_grants import _two_rooms_and_every_kind_of_person
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -149,3 +152,94 @@ def test_the_recheck_costs_two_queries_however_many_sockets(
         Seat(gone.id, next(s.session_key for s in seats if s.user_id == gone.id)): Lost.ACCESS
     }
     assert settings.SESSION_ENGINE == "django.contrib.sessions.backends.db"
+
+
+def test_one_recheck_covers_every_room_of_the_process_in_two_queries(
+    django_assert_max_num_queries,
+):
+    """The tick asks once for all the rooms with sockets here: each seat is judged by its own
+    room's membership and bars, a room that is gone loses every seat, an ended session loses its
+    seat everywhere, and the rooms where nobody lost anything are absent."""
+    public, private, member, stranger, barred, barred_member = _two_rooms_and_every_kind_of_person()
+    signed_out = UserFactory()
+    for room in (public, private):
+        MembershipFactory(room=room, user=signed_out)
+    people = [public.owner, private.owner, member, stranger, barred, barred_member, signed_out]
+    seat = {person.pk: Seat(person.pk, session_cookie(person)) for person in people}
+    Session.objects.filter(session_key=seat[signed_out.pk].session_key).delete()
+    quiet = RoomFactory()
+    MembershipFactory(room=quiet, user=member)
+    gone_room = 10**9
+
+    with django_assert_max_num_queries(2):
+        lost = selectors.rooms_seats_recheck(
+            {
+                public.pk: list(seat.values()),
+                private.pk: list(seat.values()),
+                quiet.pk: [seat[member.pk]],
+                gone_room: [seat[member.pk]],
+            }
+        )
+
+    def kept_only(*keepers):
+        out = {s: Lost.ACCESS for uid, s in seat.items() if uid not in {k.pk for k in keepers}}
+        out[seat[signed_out.pk]] = Lost.SESSION
+        return out
+
+    assert lost == {
+        public.pk: kept_only(public.owner, member),
+        private.pk: kept_only(private.owner, member),
+        gone_room: {seat[member.pk]: Lost.ACCESS},
+    }
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the plain-SQL path")
+def test_the_recheck_in_plain_sql_reads_what_the_orm_reads():
+    public, private, member, stranger, barred, barred_member = _two_rooms_and_every_kind_of_person()
+    people = [public.owner.pk, member.pk, stranger.pk, barred.pk, barred_member.pk, 10**9]
+    wanted = {public.pk: people, private.pk: people, 10**9: people[:2]}
+    plain = selectors._holders_plain(wanted)
+    assert plain == selectors._holders_orm(wanted)
+    assert {key for key, holder in plain.items() if holder.barred} == {
+        (room.pk, person.pk) for room in (public, private) for person in (barred, barred_member)
+    }
+    assert (public.pk, 10**9) not in plain  # a user who is gone has no row
+
+
+async def test_one_tick_asks_the_database_once_for_all_the_rooms(
+    connect, lobby, vault, alice, bob, monkeypatch
+):
+    """Bob's sockets in two rooms: both rooms' seats go to the database in one call a tick, and
+    one tick closes him in both once he lost both."""
+    await database_sync_to_async(MembershipFactory)(room=vault, user=bob)
+    calls: list[set[int]] = []
+    real = consumers._tick_database
+
+    def counted(**work):
+        calls.append(set(work["seats"]))
+        return real(**work)
+
+    monkeypatch.setattr(consumers, "_tick_database", counted)
+    in_lobby, in_vault = await connect(bob, "lobby"), await connect(bob, "vault")
+    await in_lobby.receive_type("sync")
+    await in_vault.receive_type("sync")
+    await Membership.objects.filter(user=bob).adelete()  # the admin, a shell
+    assert await in_lobby.receive_close(timeout=TICK_DEADLINE) == 4403
+    assert await in_vault.receive_close(timeout=TICK_DEADLINE) == 4403
+    assert calls and {lobby.pk, vault.pk} in calls
+    assert all(len(rooms) <= 2 for rooms in calls)  # never a call per room and seat
+
+
+async def test_a_room_whose_presence_fails_still_closes_who_lost_access(
+    connect, lobby, alice, bob, monkeypatch
+):
+    """Redis is away for the room's presence: the tick still re-checks its sockets."""
+    bob_ws, _alice_ws, _ = await _bob_and_alice(connect, bob, alice)
+
+    async def redis_away(**kwargs):
+        raise ConnectionError("Redis is away")
+
+    monkeypatch.setattr(presence_services, "presence_check", redis_away)
+    monkeypatch.setattr(presence_services, "presence_refresh_many", redis_away)
+    await Membership.objects.filter(room=lobby, user=bob).adelete()
+    assert await bob_ws.receive_close(timeout=TICK_DEADLINE) == 4403
