@@ -7,9 +7,10 @@ and says whether it could. A bucket starts full (``capacity`` tokens) and refill
 * expressions: capacity 10, refill 1/s; every expression frame takes a token, excess is refused;
 * typing frames: capacity 1, refill 1/s, i.e. at most one per second (excess dropped).
 
-``RedisThrottle`` holds the limit across every process sharing Redis: one Lua script per take
-(atomic, one round trip) on Redis server time; a bucket's key expires once it would be full again,
-since a missing bucket is a full one. ``MemoryThrottle`` is the single-process twin.
+``RedisThrottle`` holds the limit across every process sharing Redis: one Lua script (atomic, one
+round trip) for the takes of one turn of the event loop, on Redis server time; a bucket's key
+expires once it would be full again, since a missing bucket is a full one. ``MemoryThrottle`` is
+the single-process twin.
 
 This module does not import Django; ``get_throttle`` reads settings lazily.
 """
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from realtime.backends import ProcessWide
+from realtime.batch import TurnBatch
 from realtime.redis import LoopLocalRedis, delete_matching
 
 Clock = Callable[[], float]
@@ -88,55 +90,67 @@ class MemoryThrottle(Throttle):
             self._buckets.clear()
 
 
-# KEYS: the bucket (HASH tokens, ts in ms). ARGV: capacity, refill per ms.
+# KEYS: the buckets (HASH tokens, ts in ms). ARGV: for each bucket, its capacity and refill per
+# ms. Returns 1 or 0 for each, taken in order (a bucket named twice gives its second token).
 _LUA_TAKE = """
-local key = KEYS[1]
-local capacity = tonumber(ARGV[1])
-local rate = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local data = redis.call('HMGET', key, 'tokens', 'ts')
-local tokens = tonumber(data[1])
-local ts = tonumber(data[2])
-if tokens == nil or ts == nil then
-  tokens = capacity
-  ts = now
+local out = {}
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local capacity = tonumber(ARGV[2 * i - 1])
+  local rate = tonumber(ARGV[2 * i])
+  local data = redis.call('HMGET', key, 'tokens', 'ts')
+  local tokens = tonumber(data[1])
+  local ts = tonumber(data[2])
+  if tokens == nil or ts == nil then
+    tokens = capacity
+    ts = now
+  end
+  if now > ts then
+    tokens = math.min(capacity, tokens + (now - ts) * rate)
+    ts = now
+  end
+  local allowed = 0
+  if tokens >= 1 then
+    tokens = tokens - 1
+    allowed = 1
+  end
+  redis.call('HSET', key,
+    'tokens', string.format('%.17g', tokens), 'ts', string.format('%.17g', ts))
+  redis.call('PEXPIRE', key, math.max(1, math.ceil((capacity - tokens) / rate)))
+  out[i] = allowed
 end
-if now > ts then
-  tokens = math.min(capacity, tokens + (now - ts) * rate)
-  ts = now
-end
-local allowed = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
-end
-redis.call('HSET', key, 'tokens', string.format('%.17g', tokens), 'ts', string.format('%.17g', ts))
-redis.call('PEXPIRE', key, math.max(1, math.ceil((capacity - tokens) / rate)))
-return allowed
+return out
 """
 
 
 class RedisThrottle(Throttle):
-    """Token buckets shared by every process through Redis."""
+    """Token buckets shared by every process through Redis. The takes asked in one turn of the
+    event loop go as one script call (`TurnBatch`): a busy process hears many frames a turn, and
+    a round trip through redis-py for each was the largest cost of admitting an expression."""
 
     def __init__(self, url: str, *, prefix: str, **redis_options: Any) -> None:
         self.url = url
         self.prefix = prefix
         self._redis = LoopLocalRedis(url, **redis_options)
+        self._takes: TurnBatch[tuple[str, int, str], bool] = TurnBatch(self._take_many)
 
     def bucket_key(self, key: str) -> str:
         return f"{self.prefix}:t:{key}"
 
     async def take(self, key: str, *, capacity: int, refill_per_second: float) -> bool:
         _validate(capacity, refill_per_second)
+        rate_per_ms = repr(float(refill_per_second) / 1000.0)
+        return await self._takes((self.bucket_key(key), int(capacity), rate_per_ms))
+
+    async def _take_many(self, takes: list[tuple[str, int, str]]) -> list[bool]:
         client, script = self._redis.script(_LUA_TAKE)
-        allowed = await script(
-            keys=[self.bucket_key(key)],
-            args=[int(capacity), repr(float(refill_per_second) / 1000.0)],
-            client=client,
-        )
-        return bool(allowed)
+        args: list[Any] = []
+        for _, capacity, rate_per_ms in takes:
+            args += [capacity, rate_per_ms]
+        allowed = await script(keys=[key for key, _, _ in takes], args=args, client=client)
+        return [bool(one) for one in allowed]
 
     async def clear(self) -> None:
         await delete_matching(self._redis.client(), f"{self.prefix}:t:")

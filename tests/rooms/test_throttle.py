@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -270,3 +271,58 @@ def test_factory_reads_settings_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
         assert shared.bucket_key("k") == "x:t:k"
     finally:
         reset_throttle()
+
+
+async def test_takes_asked_at_once_are_counted_exactly(
+    harness: Harness, throttle: Throttle
+) -> None:
+    """Many frames heard in the same moment: each bucket gives exactly what it holds, in the
+    order asked, and one person's burst does not touch another's bucket."""
+    started = harness.now()
+    asked = [("expr:alice:7", EXPRESSIONS)] * 14 + [("expr:bob:7", EXPRESSIONS), ("t:c", TYPING)]
+    outcomes = await asyncio.gather(*(throttle.take(key, **b) for key, b in asked))  # type: ignore[arg-type]
+    alices = outcomes[:14]
+    refilled = refills(harness.now() - started, EXPRESSIONS["refill_per_second"])
+    assert alices[:10] == [True] * 10
+    assert 10 <= sum(alices) <= 10 + refilled, alices
+    assert outcomes[14:] == [True, True]
+
+
+@needs_redis
+async def test_the_takes_of_one_loop_turn_are_one_call_to_redis(monkeypatch) -> None:
+    throttle = RedisThrottle(REDIS_URL, prefix=f"test-throttle-{uuid.uuid4().hex}")
+    calls: list[int] = []
+    real = throttle._take_many
+
+    async def counted(batch):
+        calls.append(len(batch))
+        return await real(batch)
+
+    monkeypatch.setattr(throttle._takes, "_run", counted)
+    try:
+        first = await asyncio.gather(*(throttle.take(f"k{i % 3}", **TYPING) for i in range(30)))
+        assert calls == [30]
+        assert first[:3] == [True] * 3 and not any(first[3:])  # typing: one per bucket
+        assert await throttle.take("k9", **TYPING)  # a lone take goes on its own
+        assert calls == [30, 1]
+    finally:
+        await throttle.clear()
+        await throttle.aclose()
+
+
+async def test_redis_away_fails_every_take_of_the_turn() -> None:
+    """Each caller hears the outage (the consumer answers `unavailable`), none hangs."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens here
+    throttle = RedisThrottle(f"redis://127.0.0.1:{port}/0", prefix="test-throttle-away")
+    try:
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(
+                *(throttle.take(f"k{i}", **TYPING) for i in range(5)), return_exceptions=True
+            ),
+            timeout=10,
+        )
+        assert all(isinstance(o, redis.ConnectionError) for o in outcomes), outcomes
+    finally:
+        await throttle.aclose()
