@@ -604,9 +604,10 @@ def _entry_store(
     client_id: uuid.UUID | None,
     transport: str = "http",
 ) -> Submission:
-    """Evaluate and store one validated expression, then broadcast it to the room.
+    """Evaluate and store one validated expression, then broadcast it to the room: a store turn
+    of one (`_rooms_entries_insert`), on the caller's thread, in its own transaction.
 
-    The seq comes from `Room.last_seq`, incremented under the room's row lock in this same
+    The seq comes from `Room.last_seq`, incremented under the room's row lock in that same
     transaction: commit order is seq order, seqs have no gaps, and a reader of "after N" can never
     miss a row that commits later. An expression that reads the room (`ans`, `#N`, a variable) is
     resolved under that lock against exactly the entries with a smaller seq, so its meaning is
@@ -615,58 +616,17 @@ def _entry_store(
     the stored entry and broadcasts nothing. Access is checked under the lock, so a member removed
     a moment ago cannot slip one more entry in.
     """
-    prepared = calculator.prepare(expression)
-    outcome = prepared.finish() if prepared.wanted is None else None
-    with transaction.atomic():
-        grant = selectors.room_access(room_id=room_id, user=author, lock=True)
-        room = grant.room
-        if room is None or not grant.allows(Access.MEMBER):
-            raise Refused("forbidden", "You are not a member of this room.")
-        if client_id is not None:
-            existing = (
-                Entry.objects.select_related("author")
-                .filter(room=room, author=author, client_id=client_id)
-                .first()
-            )
-            if existing is not None:
-                return Submission(entry=existing, created=False)
-        seq = room.last_seq + 1
-        room.last_seq = seq
-        entry = _entry_insert(
-            room=room,
-            seq=seq,
-            author=author,
-            client_id=client_id,
-            expression=expression,
-            prepared=prepared,
-            outcome=outcome,
-        )
-        Room.objects.filter(pk=room.pk).update(last_seq=seq, last_activity=entry.created)
-        send_events_on_commit(lambda: _entry_events(room, entry))
-    # Committed: the block is the outermost transaction for every caller (socket, view, command).
-    metrics.entry_stored(transport)
-    return Submission(entry=entry, created=True)
-
-
-def _entry_insert(
-    *,
-    room: Room,
-    seq: int,
-    author: User,
-    client_id: uuid.UUID | None,
-    expression: str,
-    prepared: calculator.Prepared,
-    outcome: calculator.Outcome | None,
-) -> Entry:
-    """Insert entry `seq` under the room's lock held by the caller; an expression that reads the
-    room (`outcome` None) is resolved here against exactly the entries before it."""
-    if outcome is None:
-        assert prepared.wanted is not None
-        found = selectors.entry_resolve(room_id=room.pk, before_seq=seq, wanted=prepared.wanted)
-        outcome = prepared.finish(found)
-    entry = _entry_new(room, seq, author, client_id, expression, outcome)
-    entry.save(force_insert=True)
-    return entry
+    item = _Waiting(
+        author=author,
+        expression=expression,
+        client_id=client_id,
+        transport=transport,
+        since=time.monotonic(),
+    )
+    [answer] = _entries_store_together(room_id, [item])
+    if isinstance(answer, BaseException):
+        raise answer
+    return answer
 
 
 def _entry_new(
