@@ -163,12 +163,6 @@ if DATABASE_URL:
             # A request during an outage waits this long for a connection, then answers 503.
             "timeout": env_float("DATABASE_POOL_TIMEOUT_SECONDS", 2),
         }
-        # Parameters bound by the server (the extended protocol, dumped in C) instead of quoted
-        # into the query's text in Python: a store turn's one INSERT of many entries spent most
-        # of its time in that quoting (docs/performance.md).
-        DATABASES["default"]["OPTIONS"]["server_side_binding"] = env_bool(
-            "DATABASE_SERVER_SIDE_BINDING", True
-        )
         # Django hands the pool `check=ConnectionPool.check_connection`: every connection is
         # tried (one empty query) before it is given out, so the ones a restart broke are
         # replaced instead of failing once each.
