@@ -59,8 +59,11 @@ SERVER_ENV = {
     "DJANGO_SERVE_STATIC": "0",
     # nginx's origin, and the processes' own for a socket opened on one of them directly.
     "DJANGO_ALLOWED_ORIGINS": "https://127.0.0.1:*,http://127.0.0.1:*",
-    # Each person submits twice a second: well inside the bucket, so no answer is rate_limited.
-    "EXPRESSION_BUCKET_CAPACITY": "40",
+    # Each person submits twice a second, and on every reopen sends again all that is still
+    # unanswered at once: the bucket holds a couple of minutes of that, so no answer is
+    # rate_limited (with 40, a slow restart left some clients 40 behind, their resends were
+    # refused, and 30 refusals closed them with 1008, as the limits say).
+    "EXPRESSION_BUCKET_CAPACITY": "400",
     "EXPRESSION_BUCKET_REFILL_PER_SECOND": "20",
 }
 
