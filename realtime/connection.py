@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from realtime import outage
 from realtime.hub import get_hub
+from realtime.wire import Wire, framed
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ class Connection(AsyncWebsocketConsumer):
         "_ended",
         "_idle",
         "_outbox",
+        "_wire",
         "_writer",
         "accepted",
         "base_send",
@@ -185,6 +187,7 @@ class Connection(AsyncWebsocketConsumer):
         # The writer: a task that exists only while the outbox holds something (an idle socket
         # has none, so holding thousands of idle sockets costs no task, no event per socket).
         self._writer: asyncio.Task[None] | None = None
+        self._wire: Wire | None = None  # the socket's transport, when frames can be written to it
         # No frame is on its way (neither sent here and now nor by the writer): the next frame
         # may be sent at once.
         self._idle = False  # until `accept`
@@ -289,12 +292,17 @@ class Connection(AsyncWebsocketConsumer):
     def _send_now(self, frame: str) -> None:
         """Send `frame` here and now, without waking the writer: the hot path of a broadcast.
 
-        The server's send completes without waiting while its transport takes data, so the
-        coroutine runs to its end right here (no task, no wake-up per socket, as
-        `websockets.broadcast` does it). When the transport is paused (the client reads slowly)
+        Under uvicorn's websockets-sansio protocol, the broadcast's frame, made once, is written
+        straight to the socket's transport when it takes data now (`realtime.wire`). Otherwise
+        it goes through the server's send, which completes without waiting while its transport
+        takes data, so the coroutine runs to its end right here (no task, no wake-up per socket,
+        as `websockets.broadcast` does it). When the transport is paused (the client reads slowly)
         the coroutine waits on a future: it is resumed when that future is done, and until then
         the socket is not idle, so what comes next waits in the outbox, in order.
         """
+        wire = self._wire
+        if wire is not None and wire.write(framed(frame)):
+            return  # written as every socket of the broadcast gets it (realtime/wire.py)
         self._idle = False
         self._drive(self.frame_send({"type": "websocket.send", "text": frame}))
 
@@ -412,6 +420,7 @@ class Connection(AsyncWebsocketConsumer):
         self.accepted = True
         # Queued frames go straight to the server (`DirectSend`), when it is in front.
         self.frame_send = self.scope.get(DIRECT_SEND) or self.base_send
+        self._wire = Wire.of(self.frame_send)
         self._idle = True
         self._start_writer()  # what waited for the accept goes first (the writer), then at once
         outage.REDIS.recovered()  # a socket opened: presence and the hub answered
