@@ -28,21 +28,27 @@ class TurnBatch(Generic[Item, Result]):
     ) -> None:
         self._run = run
         self._max_items = max_items
-        self._pending: dict[int, list[tuple[Item, asyncio.Future[Result]]]] = {}
+        # Per event loop (by id, with the loop itself: a loop that closed before its turn ended
+        # leaves its calls behind, and a new loop may get its id).
+        self._pending: dict[
+            int, tuple[asyncio.AbstractEventLoop, list[tuple[Item, asyncio.Future[Result]]]]
+        ] = {}
         self._running: set[asyncio.Task[None]] = set()  # strong references (asyncio keeps weak)
 
     async def __call__(self, item: Item) -> Result:
         loop = asyncio.get_running_loop()
-        waiting = self._pending.get(id(loop))
-        if waiting is None:
-            waiting = self._pending[id(loop)] = []
+        turn = self._pending.get(id(loop))
+        if turn is None or turn[0] is not loop:
+            turn = self._pending[id(loop)] = (loop, [])
             loop.call_soon(self._send, loop)
+        waiting = turn[1]
         answer: asyncio.Future[Result] = loop.create_future()
         waiting.append((item, answer))
         return await answer
 
     def _send(self, loop: asyncio.AbstractEventLoop) -> None:
-        waiting = self._pending.pop(id(loop), [])
+        turn = self._pending.pop(id(loop), None)
+        waiting = turn[1] if turn is not None and turn[0] is loop else []
         for start in range(0, len(waiting), self._max_items):
             task = loop.create_task(self._answer(waiting[start : start + self._max_items]))
             self._running.add(task)

@@ -55,3 +55,15 @@ async def test_a_caller_that_gives_up_does_not_spoil_the_others():
     assert await patient == 2
     with pytest.raises(asyncio.CancelledError):
         await impatient
+
+
+async def test_calls_a_closed_loop_left_behind_do_not_hold_up_a_new_loop_with_its_id():
+    async def echo(items: list[int]) -> list[int]:
+        return items
+
+    batch: TurnBatch[int, int] = TurnBatch(echo)
+    gone = asyncio.new_event_loop()
+    gone.close()
+    loop = asyncio.get_running_loop()
+    batch._pending[id(loop)] = (gone, [])  # what a loop that closed mid-turn leaves
+    assert await asyncio.wait_for(batch(7), 2) == 7

@@ -46,7 +46,7 @@ def test_another_server_s_send_has_no_wire():
     assert wire.Wire.of(send) is None
 
 
-pytestmark_db = pytest.mark.django_db(transaction=True)
+needs_db = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
@@ -111,7 +111,7 @@ def _socket_of(room_id: int, username: str):
     return socket
 
 
-@pytestmark_db
+@needs_db
 async def test_broadcasts_are_written_to_each_transport_and_arrive_whole(
     served, lobby, alice, bob, monkeypatch
 ):
@@ -139,7 +139,7 @@ async def test_broadcasts_are_written_to_each_transport_and_arrive_whole(
     await bob_ws.close()
 
 
-@pytestmark_db
+@needs_db
 async def test_a_paused_transport_gets_its_frames_through_the_server_in_order(
     served, lobby, alice, bob
 ):
