@@ -23,17 +23,37 @@ PROTOCOL_VERSION = 1
 
 
 def entry_as_dict(entry: Entry) -> EntryDict:
+    return entry_row_as_dict(
+        (
+            entry.seq,
+            entry.client_id,
+            entry.expression,
+            entry.result,
+            entry.error,
+            entry.created,
+            entry.refs,
+            entry.defines,
+            entry.rounded,
+            entry.author.username,
+        )
+    )
+
+
+def entry_row_as_dict(row: tuple[Any, ...]) -> EntryDict:
+    """An entry's wire shape from its columns in `selectors.ENTRY_FIELDS` order (a page of
+    entries is read as rows: no model instance is made for each one)."""
+    seq, client_id, expression, result, error, created, refs, defines, rounded, author = row
     return {
-        "seq": entry.seq,
-        "author": entry.author.username,
-        "expression": entry.expression,
-        "result": entry.result,
-        "error": entry.error,
-        "client_id": str(entry.client_id) if entry.client_id else None,
-        "created": entry.created.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "refs": [int(seq) for seq in entry.refs or ()],
-        "defines": entry.defines,
-        "rounded": bool(entry.rounded),
+        "seq": seq,
+        "author": author,
+        "expression": expression,
+        "result": result,
+        "error": error,
+        "client_id": str(client_id) if client_id else None,
+        "created": created.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "refs": [int(ref) for ref in refs or ()],
+        "defines": defines,
+        "rounded": bool(rounded),
     }
 
 

@@ -181,11 +181,11 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
         return _join_page(request, room)
     page = selectors.entries_before(room=room, before=None, limit=settings.ROOM_PAGE_ENTRIES)
     online = state_payload(presence_state_sync(room_id=room.id))
-    last_seq = page.entries[-1].seq if page.entries else 0
+    last_seq = page.entries[-1]["seq"] if page.entries else 0
     last_read = selectors.read_position(room_id=room.id, user_id=request.user.pk)
     # The divider goes before the first unread entry shown (the oldest shown when even older
     # ones are unread); none when everything is read.
-    unread = [e.seq for e in page.entries if e.seq > last_read]
+    unread = [e["seq"] for e in page.entries if e["seq"] > last_read]
     return render(
         request,
         "rooms/room_detail.html",
@@ -193,9 +193,9 @@ def room_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "room": room,
             "access": access,
             "is_owner": access == Access.OWNER,
-            "entries": [entry_as_dict(e) for e in page.entries],
+            "entries": page.entries,
             "has_older": page.has_more,
-            "oldest_seq": page.entries[0].seq if page.entries else None,
+            "oldest_seq": page.entries[0]["seq"] if page.entries else None,
             "last_seq": last_seq,
             "first_unread": unread[0] if unread else None,
             "online": online,
@@ -438,7 +438,7 @@ def room_entries(request: HttpRequest, slug: str) -> HttpResponse:
         page = selectors.entries_after(room=room, after=after or 0, limit=limit, author=author)
         if author is None:  # a client catching up (the recall's `author` pages are not)
             metrics.catchup_fetched(len(page.entries))
-    entries = [entry_as_dict(e) for e in page.entries]
+    entries = page.entries
     last_seq = selectors.room_last_seq(room_id=room.id)
     if wants_json(request):
         return JsonResponse(
@@ -526,14 +526,14 @@ def room_history(request: HttpRequest, slug: str) -> HttpResponse:
         "rooms/room_history.html",
         {
             "room": room,
-            "entries": [entry_as_dict(e) for e in entries],
+            "entries": entries,
             "older_link": (
-                "?" + urlencode({**filters, "before": entries[0].seq if entries else after + 1})
+                "?" + urlencode({**filters, "before": entries[0]["seq"] if entries else after + 1})
                 if has_older and (entries or after)
                 else None
             ),
             "newer_link": (
-                "?" + urlencode({**filters, "after": entries[-1].seq})
+                "?" + urlencode({**filters, "after": entries[-1]["seq"]})
                 if has_newer and entries
                 else None
             ),
@@ -587,7 +587,7 @@ async def _export_rows(room: Room, author: str | None) -> AsyncIterator[EntryDic
 
 def _export_batch(room: Room, after: int, author: str | None) -> tuple[list[EntryDict], bool]:
     page = selectors.entries_after(room=room, after=after, limit=EXPORT_BATCH, author=author)
-    return [entry_as_dict(e) for e in page.entries], page.has_more
+    return page.entries, page.has_more
 
 
 @require_GET

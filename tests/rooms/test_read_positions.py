@@ -358,7 +358,7 @@ def test_search_on_a_big_room_is_served_by_the_trigram_index(alice, lobby):
         cursor.execute("ANALYZE rooms_entry")
     room = Room.objects.get(pk=lobby.pk)
     page = selectors.entries_before(room=room, before=None, limit=100, q="NEEDLE")
-    assert [e.seq for e in page.entries] == [31_338]
+    assert [e["seq"] for e in page.entries] == [31_338]
     queryset = selectors._entries(room, None, "NEEDLE").order_by("-seq")[:101]
     plan = queryset.explain()
     assert "entry_expression_upper_trgm" in plan, plan
