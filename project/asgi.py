@@ -17,6 +17,7 @@ from django.conf import settings  # noqa: E402
 
 from accounts.sockets import SessionSocketMiddleware  # noqa: E402
 from accounts.tokens import BearerTokenSocketMiddleware  # noqa: E402
+from project import collector  # noqa: E402
 from project.hygiene import RefuseUnrouted, StaticFiles  # noqa: E402
 from project.origins import OriginCheck  # noqa: E402
 from project.outage import SocketOutage  # noqa: E402
@@ -45,3 +46,6 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# Last: what is loaded by now lives as long as the process (project/collector.py).
+collector.tune(settings.GC_THRESHOLDS, freeze=settings.GC_FREEZE)

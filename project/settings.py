@@ -344,6 +344,19 @@ INVITE_MAX_AGE_SECONDS = env_int("INVITE_MAX_AGE_SECONDS", 7 * 86400)
 ROOMS_PER_HOUR = env_int("ROOMS_PER_HOUR", 10)
 ROOM_LIST_PAGE_SIZE = env_int("ROOM_LIST_PAGE_SIZE", 50)
 
+# --- The server process's garbage collector (project/collector.py) -------------------------------
+# CPython's defaults are 700,10,10 (GC_THRESHOLDS=700,10,10 and GC_FREEZE=0 put them back).
+GC_FREEZE = env_bool("GC_FREEZE", True)
+_gc_thresholds = env_list("GC_THRESHOLDS", ["50000", "20", "10"])
+try:
+    GC_THRESHOLDS = tuple(int(value) for value in _gc_thresholds)
+    if len(GC_THRESHOLDS) != 3 or min(GC_THRESHOLDS) < 1:
+        raise ValueError
+except ValueError:
+    raise ImproperlyConfigured(
+        f"GC_THRESHOLDS must be three whole numbers of at least 1, not {_gc_thresholds!r}"
+    ) from None
+
 # --- Metrics (/metrics: project/metrics_view.py, realtime/metrics.py) ----------------------------
 # With a token, only `Authorization: Bearer <METRICS_TOKEN>` is served (401 otherwise); without
 # one, only these client addresses or networks (empty: nobody, 403). Multiprocess mode is
