@@ -300,6 +300,13 @@ ENTRY_STORE_THREADS = env_int(
     "ENTRY_STORE_THREADS",
     4 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" else 0,
 )
+# Threads of their own for the reads a socket's handshake waits for (realtime/reads.py; PostgreSQL
+# only). Each holds a pooled connection while it reads: the shared database thread, the store
+# threads and these together stay under DATABASE_POOL_MAX_SIZE, with room for HTTP requests.
+DATABASE_READ_THREADS = env_int(
+    "DATABASE_READ_THREADS",
+    3 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" else 0,
+)
 # A socket whose client has not read what waited for it (its outbox full) for this long is closed
 # with 1013; it reconnects and catches up. Until then, entries are dropped for it alone.
 WS_BEHIND_CLOSE_SECONDS = env_float("WS_BEHIND_CLOSE_SECONDS", 30)

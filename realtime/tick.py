@@ -112,6 +112,13 @@ class RoomTicker(Generic[Member]):
         room = here.rooms.get(room_id) if here is not None else None
         return set(room.members) if room is not None else set()
 
+    def count(self, room_id: int) -> int:
+        """How many members the room has on this loop (no copy: joins and leaves of a room of
+        thousands each ask)."""
+        here = self._loops.get(id(asyncio.get_running_loop()))
+        room = here.rooms.get(room_id) if here is not None else None
+        return len(room.members) if room is not None else 0
+
     def rooms(self) -> list[int]:
         """Rooms with members on this loop (the ones its tick covers)."""
         here = self._loops.get(id(asyncio.get_running_loop()))

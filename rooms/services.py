@@ -11,7 +11,6 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,7 +19,7 @@ from typing import Any, TypeVar
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, F, Value, When
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -41,6 +40,7 @@ from realtime.events import (
     send_events_on_commit,
     user_group,
 )
+from realtime.reads import closing_connections
 from rooms import calculator, selectors
 from rooms.models import Entry, Membership, Room, RoomBar, RoomInvite
 from rooms.payloads import entry_as_dict, entry_frames
@@ -522,7 +522,7 @@ def _lane_turn(rooms: dict[int, list[_Waiting]]) -> dict[int, list[Submission | 
     now = time.monotonic()
     waited = now - min(item.since for items in rooms.values() for item in items)
     _admissions[next(iter(rooms)) % settings.ENTRY_STORE_THREADS].turn_began(waited, now)
-    return _closing_connections(_lane_store)(rooms)
+    return closing_connections(_lane_store)(rooms)
 
 
 _store_executors: list[ThreadPoolExecutor] = []
@@ -548,26 +548,6 @@ def _store_thread(room_id: int) -> ThreadPoolExecutor | None:
                 ThreadPoolExecutor(1, thread_name_prefix=f"entry-store-{len(_store_executors)}")
             )
     return _store_executors[room_id % threads]
-
-
-def _closing_connections(work: Callable[..., T]) -> Callable[..., T]:
-    """`work` with the thread's database connection released before and after, so a pooled
-    connection goes back to the pool each time.
-
-    Inside the work, not around it: channels' `database_sync_to_async` releases connections
-    outside the context asgiref runs the work in, and called from a socket's task it misses the
-    connection the work opened, so each store thread kept one checked out for good
-    (tests/rooms/test_store_threads.py)."""
-
-    @functools.wraps(work)
-    def run(*args: Any, **kwargs: Any) -> T:
-        close_old_connections()
-        try:
-            return work(*args, **kwargs)
-        finally:
-            close_old_connections()
-
-    return run
 
 
 def entry_submit_sync(

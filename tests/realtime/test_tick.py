@@ -19,6 +19,7 @@ async def test_one_task_ticks_every_room_and_ends_with_the_last_member():
     ticker.enter(1, "ann")
     ticker.enter(1, "ben")
     ticker.enter(2, "cy")
+    assert (ticker.count(1), ticker.count(2)) == (2, 1)
     while len(seen) < 3:
         ticked.clear()
         await asyncio.wait_for(ticked.wait(), 2)
@@ -36,6 +37,7 @@ async def test_one_task_ticks_every_room_and_ends_with_the_last_member():
     for room, member in ((1, "ann"), (1, "ben"), (2, "cy")):
         ticker.exit(room, member)
     assert ticker.rooms() == [3] and ticker.members(3) == {"dee"}
+    assert (ticker.count(1), ticker.count(3), ticker.count(99)) == (0, 1, 0)
     ticker.exit(3, "dee")
     await asyncio.sleep(0.05)
     assert tasks[0].done() and ticker.rooms() == []
