@@ -163,9 +163,9 @@ if DATABASE_URL:
             # A request during an outage waits this long for a connection, then answers 503.
             "timeout": env_float("DATABASE_POOL_TIMEOUT_SECONDS", 2),
         }
-        # Every connection is tried (one empty query) before it is given out, unless it passed
-        # that less than DATABASE_POOL_CHECK_SECONDS ago, so the ones a restart broke are
-        # replaced instead of failing once each (realtime/dbpool.py, installed by the rooms app).
+        # Django hands the pool `check=ConnectionPool.check_connection`: every connection is
+        # tried (one empty query) before it is given out, so the ones a restart broke are
+        # replaced instead of failing once each.
         DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
         # psycopg_pool retries a failed connect (and re-checks after a broken connection) with a
         # doubling delay, 1 s, 2 s, 4 s, ..., and has no setting for it: after a 10 s outage it
@@ -187,7 +187,6 @@ else:
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-DATABASE_POOL_CHECK_SECONDS = env_float("DATABASE_POOL_CHECK_SECONDS", 0.1)
 # While the database is down every route answers 503 with this Retry-After (project/outage.py).
 DATABASE_OUTAGE_RETRY_AFTER_SECONDS = env_int("DATABASE_OUTAGE_RETRY_AFTER_SECONDS", 5)
 
