@@ -213,6 +213,23 @@ class RoomConsumer(_SeatedConnection):
         await self.close()  # before accept: the handshake is refused with HTTP 403
 
     async def on_end(self) -> None:
+        try:
+            await self._leave()
+        finally:
+            await self._stores_settled()
+
+    async def _stores_settled(self) -> None:
+        """Until the expressions this socket queued are stored (or failed), within a bound.
+
+        Nobody hears their answers any more, but the connection's handler stays until they
+        are: uvicorn's graceful shutdown waits for the handlers, not for the store threads, and
+        a process that exited with one in store would lose it (its thread ends with the
+        process). The client's resend after reconnecting is answered with the stored entry."""
+        storing = getattr(self, "storing", None)  # None: refused before it could submit
+        if storing:
+            await self.end_step(asyncio.wait(list(storing)), "expressions in store")
+
+    async def _leave(self) -> None:
         if getattr(self, "claimed", False):
             await self.end_step(
                 get_socket_quota().release(self.user.id, self.channel_name), "socket claim"

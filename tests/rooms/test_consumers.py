@@ -334,6 +334,26 @@ def store_gate(monkeypatch):
     gate.set()
 
 
+async def test_a_socket_that_ends_with_an_expression_in_store_ends_once_it_is_stored(
+    connect, lobby, alice, store_gate
+):
+    """The connection's handler outlives its socket until what it queued is stored: a server
+    shutting down waits for the handlers (not for the store threads), so one in store when the
+    socket closed is stored before the process exits, and the resend finds it."""
+    ws = await connect(alice, "lobby")
+    client_id = str(uuid.uuid4())
+    await ws.send({"type": "expression", "expression": "6*7", "client_id": client_id})
+    await asyncio.sleep(0.3)  # queued, its turn waiting at the gate
+    await ws.communicator.send_input({"type": "websocket.disconnect", "code": 1012})
+    await asyncio.sleep(0.5)
+    assert not ws.communicator.future.done(), "the handler ended with an expression in store"
+    assert await database_sync_to_async(_seqs)(lobby) == []
+    store_gate.set()
+    await asyncio.wait_for(asyncio.shield(ws.communicator.future), 5)
+    stored = await database_sync_to_async(Entry.objects.get)(room=lobby, seq=1)
+    assert (str(stored.client_id), stored.result) == (client_id, "42")
+
+
 async def test_an_answer_of_unavailable_costs_the_author_no_token(
     lobby, alice, settings, store_gate
 ):
@@ -457,9 +477,7 @@ async def test_unavailable_is_never_counted_as_abuse(connect, lobby, alice, sett
     real_queue = services.entry_queue
 
     async def busy(**kwargs):
-        raise services.Refused(
-            "unavailable", "The server is busy; your expression will be sent again."
-        )
+        raise services.Refused("unavailable", services.SERVER_BUSY)
 
     monkeypatch.setattr(services, "entry_queue", busy)
     ws = await connect(alice, "lobby")
