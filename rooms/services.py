@@ -71,6 +71,9 @@ class Submission:
 
 
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# The answer to a submission turned away before its store (the lane is full or late): sent at
+# once, and the page sends it again with backoff.
+SERVER_BUSY = "The server is busy; your expression will be sent again."
 
 
 def unstorable(text: str) -> bool:
@@ -146,7 +149,7 @@ async def entry_queue(
         # behind seconds of others, which is how a server collapses: busy with work nobody
         # is still waiting for. Before the bucket, so the server's state costs nobody a token,
         # and a refusal costs no round trip to Redis.
-        raise Refused("unavailable", "The server is busy; your expression will be sent again.")
+        raise Refused("unavailable", SERVER_BUSY)
     admission.waiting += 1
     try:
         if not await take_expression_token(user_id=author.pk, room_id=room_id):
