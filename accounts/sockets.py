@@ -14,6 +14,7 @@ cookie, and the next request of the browser finds it as Django would.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib import import_module
 from typing import Any
 
@@ -57,11 +58,15 @@ def _session_user(session: Any) -> AbstractBaseUser | AnonymousUser:
     user = backend.get_user(user_id)
     if user is None:
         return AnonymousUser()
-    session_hash = session.get(HASH_SESSION_KEY)
     hashes = (user.get_session_auth_hash(), *user.get_session_auth_fallback_hash())
-    if not session_hash or not any(constant_time_compare(session_hash, h) for h in hashes):
-        return AnonymousUser()
-    return user
+    return user if holds_auth_hash(session, hashes) else AnonymousUser()
+
+
+def holds_auth_hash(session: Any, hashes: Iterable[str]) -> bool:
+    """Whether the session's auth hash is one of `hashes`, the user's current ones (from the
+    password, the secret key and its fallbacks): the check Django's `get_user` makes."""
+    session_hash = session.get(HASH_SESSION_KEY)
+    return bool(session_hash) and any(constant_time_compare(session_hash, h) for h in hashes)
 
 
 def session_key_of(scope: dict[str, Any]) -> str | None:

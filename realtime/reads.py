@@ -8,7 +8,7 @@ their handshakes queued there: the process held the GIL less than a third of the
 median handshake took 1.5-2 s (bench/live.py's catch-up storm, profiled; docs/performance.md).
 
 `database_read(work)` runs `work` on one of `DATABASE_READ_THREADS` threads, so reads wait for
-PostgreSQL side by side. Each call is one unit of work: the thread's connection goes back to the
+PostgreSQL side by side (`read_call(work, ...)` for one call). Each call is one unit of work: the thread's connection goes back to the
 pool before and after it, as `database_sync_to_async` does. Only reads that stand alone belong
 here; work that must see what the shared thread did just before stays on it. With no read threads
 (SQLite, the embedded default), the shared thread runs them as before.
@@ -46,11 +46,7 @@ def closing_connections(work: Callable[P, T]) -> Callable[P, T]:
 
     @functools.wraps(work)
     def run(*args: P.args, **kwargs: P.kwargs) -> T:
-        close_old_connections()
-        try:
-            return work(*args, **kwargs)
-        finally:
-            close_old_connections()
+        return _closing(work, args, kwargs)
 
     return run
 
@@ -70,15 +66,28 @@ def _read_executor() -> ThreadPoolExecutor | None:
 
 def database_read(work: Callable[P, T]) -> Callable[P, Awaitable[T]]:
     """`work` as a coroutine function that runs it on a read thread (see the module)."""
-    closing = closing_connections(work)
 
     @functools.wraps(work)
     async def read(*args: P.args, **kwargs: P.kwargs) -> T:
-        executor = _read_executor()
-        if executor is None:
-            return await database_sync_to_async(work)(*args, **kwargs)
-        context = contextvars.copy_context()
-        call: Callable[[], Any] = functools.partial(context.run, closing, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(executor, call)
+        return await read_call(work, *args, **kwargs)
 
     return read
+
+
+async def read_call(work: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """`work(*args, **kwargs)` on a read thread: for a caller that looks `work` up as it calls
+    (no wrapper made per call)."""
+    executor = _read_executor()
+    if executor is None:
+        return await database_sync_to_async(work)(*args, **kwargs)
+    context = contextvars.copy_context()
+    call: Callable[[], Any] = functools.partial(context.run, _closing, work, args, kwargs)
+    return await asyncio.get_running_loop().run_in_executor(executor, call)
+
+
+def _closing(work: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    close_old_connections()
+    try:
+        return work(*args, **kwargs)
+    finally:
+        close_old_connections()

@@ -39,7 +39,7 @@ from realtime.events import (
     room_group,
     user_group,
 )
-from realtime.reads import database_read
+from realtime.reads import read_call
 from realtime.tick import RoomTick, RoomTicker
 from rooms import selectors, services
 from rooms.payloads import JSON_SUBPROTOCOL, entry_as_dict, json_frame
@@ -118,7 +118,7 @@ class RoomConsumer(_SeatedConnection):
         if token is not None and JSON_SUBPROTOCOL not in self.scope.get("subprotocols", []):
             # Scripts speak JSON: the page's HTML fragments are for the page's cookie socket.
             return await self._refuse_handshake(f"token socket without {JSON_SUBPROTOCOL}", slug)
-        grant = await database_read(selectors.room_access)(slug=slug, user=user)
+        grant = await read_call(selectors.room_access, slug=slug, user=user)
         if grant.room is None or not grant.allows(Access.MEMBER):
             return await self._refuse_handshake(f"{user.username} is not a member", slug)
         room = grant.room
@@ -168,7 +168,7 @@ class RoomConsumer(_SeatedConnection):
             room_id=room.id, conn_id=self.channel_name, username=self.username
         )
         # Read after listening: an entry stored before this is in `sync`, one after it is heard.
-        last_seq = await database_read(selectors.room_last_seq)(room_id=room.id)
+        last_seq = await read_call(selectors.room_last_seq, room_id=room.id)
         _seen_seq(room.id, last_seq)
         # The room's state with this join in it, read once for every socket joining meanwhile.
         shown = await _room_presence(room.id).state_since(joined.version)
@@ -377,7 +377,7 @@ class RoomConsumer(_SeatedConnection):
                 return
         elif not self.typing.active:
             return
-        grant = await database_read(selectors.room_access)(room_id=self.room_id, user=self.user)
+        grant = await read_call(selectors.room_access, room_id=self.room_id, user=self.user)
         if not grant.allows(Access.MEMBER):
             await self._send_error("forbidden", "You are no longer a member of this room.", None)
             await self.close(code=CLOSE_ACCESS_REVOKED)

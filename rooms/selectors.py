@@ -11,16 +11,16 @@ from importlib import import_module
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.auth import SESSION_KEY
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.sessions.models import Session
 from django.db import connection
 from django.db.models import Exists, F, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from django.utils.crypto import constant_time_compare
 
 from accounts.models import AccessToken, User
+from accounts.sockets import holds_auth_hash
 from realtime.events import EntryDict
 from rooms.calculator import Resolved, Stored, Wanted
 from rooms.models import Entry, Membership, Room, RoomBar, RoomInvite
@@ -416,8 +416,7 @@ def _session_holds(
     against the user's current auth hashes `candidates`)."""
     if not session or str(session.get(SESSION_KEY)) != str(user_id):
         return False
-    session_hash = session.get(HASH_SESSION_KEY) or ""
-    return bool(session_hash) and any(constant_time_compare(session_hash, h) for h in candidates)
+    return holds_auth_hash(session, candidates)
 
 
 def room_last_seq(*, room_id: int) -> int:
