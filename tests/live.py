@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -24,6 +26,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Origin, Subprotocol
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def makefile_uvicorn_flags() -> list[str]:
+    """The product's uvicorn flags as `make run` passes them (the Makefile's UVICORN_FLAGS)."""
+    match = re.search(r"^UVICORN_FLAGS := (.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert match, "the Makefile has no UVICORN_FLAGS"
+    return shlex.split(match.group(1))
 
 
 def free_port() -> int:
@@ -73,8 +82,7 @@ class ServerProcess:
             [
                 sys.executable, "-m", "uvicorn", "project.asgi:application",
                 "--host", "127.0.0.1", "--port", str(self.port),
-                "--ws-max-size", "65536", "--ws-per-message-deflate", "false",
-                "--lifespan", "off", "--log-level", "warning",
+                *makefile_uvicorn_flags(), "--log-level", "warning",
             ],
             cwd=ROOT,
             env=self.env,

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.live import ROOT, free_port
+from tests.live import ROOT, free_port, makefile_uvicorn_flags
 from tests.live import test_database_url as database_url  # not a test of this module
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -42,12 +42,6 @@ def as_here(value: str, *, port: int, run: Path) -> str:
         .replace("%i", str(port))
         .replace("/run/", f"{run}/")
     )
-
-
-def makefile_uvicorn_flags() -> list[str]:
-    match = re.search(r"^UVICORN_FLAGS := (.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
-    assert match, "the Makefile has no UVICORN_FLAGS"
-    return shlex.split(match.group(1))
 
 
 def app_env(**extra: str) -> dict[str, str]:
