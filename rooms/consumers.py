@@ -11,6 +11,7 @@ frame (to the sender only), and a socket that keeps sending them is closed with 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -335,7 +336,23 @@ class RoomConsumer(_SeatedConnection):
         # client that sends many at once has them stored together, not one round trip each).
         self.storing.append(answer)
         answer.add_done_callback(self.storing.remove)
+        answer.add_done_callback(functools.partial(self._stored_in, time.monotonic()))
         self.tasks.spawn(self._expression_answered(answer, client_id), name="expression")
+
+    def _stored_in(self, queued: float, answer: asyncio.Future[services.Submission]) -> None:
+        """An expression's store answered: slower than SLOW_HANDLER_SECONDS since its frame was
+        queued, it is counted (`expression.store`) and logged, as a slow frame is (its frame's
+        handler returned when it was queued, so that count misses the store's wait)."""
+        took = time.monotonic() - queued
+        if took <= settings.SLOW_HANDLER_SECONDS:
+            return
+        metrics.slow_handler("expression.store")
+        logger.info(
+            "an expression took %.0f ms to store in room %s",
+            took * 1000,
+            self.room_slug,
+            extra=self._log_fields("socket.slow_store", ms=round(took * 1000)),
+        )
 
     async def _expression_answered(
         self, answer: asyncio.Future[services.Submission], client_id: str | None

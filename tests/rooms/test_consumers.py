@@ -354,6 +354,33 @@ async def test_a_socket_that_ends_with_an_expression_in_store_ends_once_it_is_st
     assert (str(stored.client_id), stored.result) == (client_id, "42")
 
 
+async def test_an_expression_slow_to_store_is_counted_and_logged(
+    connect, lobby, alice, settings, store_gate, caplog
+):
+    """Its frame's handler returns once it is queued: the store's wait is counted on its own
+    (`expression.store`), from the frame to its answer; a quick one is not."""
+    from prometheus_client import REGISTRY
+
+    def slow_stores() -> float:
+        sample = "calcrooms_slow_handlers_total"
+        return REGISTRY.get_sample_value(sample, {"handler": "expression.store"}) or 0.0
+
+    settings.SLOW_HANDLER_SECONDS = 0.3
+    ws = await connect(alice, "lobby")
+    before = slow_stores()
+    with caplog.at_level("INFO", logger="rooms.consumers"):
+        await ws.send({"type": "expression", "expression": "6*7", "client_id": str(uuid.uuid4())})
+        await asyncio.sleep(0.5)  # held at the gate past the budget
+        store_gate.set()
+        assert (await ws.receive_type("entry"))["entry"]["result"] == "42"
+        await ws.send({"type": "expression", "expression": "1+1", "client_id": str(uuid.uuid4())})
+        assert (await ws.receive_type("entry"))["entry"]["result"] == "2"
+    assert slow_stores() - before == 1
+    slow = [r for r in caplog.records if getattr(r, "event", None) == "socket.slow_store"]
+    assert len(slow) == 1 and slow[0].ms >= 500, [r.getMessage() for r in slow]
+    assert "to store in room lobby" in slow[0].getMessage()
+
+
 async def test_an_answer_of_unavailable_costs_the_author_no_token(
     lobby, alice, settings, store_gate
 ):
