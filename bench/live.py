@@ -1006,12 +1006,14 @@ class Bench:
                 shares = [
                     clients[i :: len(self.load.receivers)] for i in range(len(self.load.receivers))
                 ]
+                cpu0 = server.cpu_seconds()
                 answers = await asyncio.gather(
                     *(
                         worker.call({**cmd, "clients": share})
                         for worker, share in zip(self.load.receivers, shares, strict=True)
                     )
                 )
+                server_cpu = server.cpu_seconds() - cpu0
                 results = [c for a in answers for c in a["clients"]]
                 ok = [c for c in results if c["ok"]]
                 storm = {
@@ -1026,6 +1028,9 @@ class Bench:
                     "per_client_total_ms": _quantiles([c["total_ms"] for c in ok]),
                     "per_client_connect_ms": _quantiles([c["connect_ms"] for c in ok]),
                     "per_client_after_open_ms": _quantiles([c["after_open_ms"] for c in ok]),
+                    # The server's CPU time for the whole storm, per client: steadier from
+                    # one run to the next than the storm's wall time on a shared machine.
+                    "server_cpu_ms_per_client": round(1000 * server_cpu / len(results), 2),
                     "load_cpu_pct_of_one_core": round(
                         100
                         * sum(a["cpu_seconds"] for a in answers)
@@ -1036,7 +1041,8 @@ class Bench:
                 storms.append(storm)
                 print(
                     f"catchup storm: {storm['ok']}/{storm['clients']} caught up in"
-                    f" {storm['all_caught_up_s']} s; per client {storm['per_client_total_ms']}"
+                    f" {storm['all_caught_up_s']} s; per client {storm['per_client_total_ms']};"
+                    f" server CPU {storm['server_cpu_ms_per_client']} ms a client"
                 )
                 if storm["ok"] != storm["clients"]:
                     self.checks.append(f"catch-up storm: {storm['errors']}")
@@ -1375,6 +1381,12 @@ def markdown(results: dict[str, Any]) -> str:
                 f" {_fmt(storm['runs'][0]['per_client_connect_ms']['p50_ms'])} ms, after open p50"
                 f" {_fmt(storm['runs'][0]['per_client_after_open_ms']['p50_ms'])} ms"
                 if "per_client_connect_ms" in storm["runs"][0]
+                else ""
+            )
+            + (
+                f"; the server's CPU {_fmt(storm['runs'][0]['server_cpu_ms_per_client'])} ms a"
+                " client"
+                if "server_cpu_ms_per_client" in storm["runs"][0]
                 else ""
             )
             + " |",
