@@ -8,10 +8,11 @@ their handshakes queued there: the process held the GIL less than a third of the
 median handshake took 1.5-2 s (bench/live.py's catch-up storm, profiled; docs/performance.md).
 
 `database_read(work)` runs `work` on one of `DATABASE_READ_THREADS` threads, so reads wait for
-PostgreSQL side by side (`read_call(work, ...)` for one call). Each call is one unit of work: the thread's connection goes back to the
-pool before and after it, as `database_sync_to_async` does. Only reads that stand alone belong
-here; work that must see what the shared thread did just before stays on it. With no read threads
-(SQLite, the embedded default), the shared thread runs them as before.
+PostgreSQL side by side (`read_call(work, ...)` for one call). Each call is one unit of work:
+the thread's connection goes back to the pool before and after it, as `database_sync_to_async`
+does. Only reads that stand alone belong here; work that must see what the shared thread did
+just before stays on it. With no read threads (SQLite, the embedded default), the shared thread
+runs them as before.
 """
 
 from __future__ import annotations
