@@ -183,6 +183,25 @@ def test_entries_after_returns_json_in_seq_order_with_has_more(alice, lobby):
     assert entry["created"].endswith("Z")
 
 
+def test_a_catch_up_page_never_says_the_room_is_behind_what_it_holds(alice, lobby, monkeypatch):
+    """The page's last_seq is the room's as its access check read it, or the page's newest
+    entry when one was stored in between: a client never sees an entry past last_seq."""
+    from rooms import selectors
+
+    fill(lobby, alice, 3)
+    real_page = selectors.entries_after
+
+    def stored_meanwhile(**kwargs):
+        fill(Room.objects.get(pk=lobby.pk), alice, 2)  # after the access check, before the page
+        return real_page(**kwargs)
+
+    monkeypatch.setattr(selectors, "entries_after", stored_meanwhile)
+    data = signed_in(alice).get("/rooms/lobby/entries/?after=1&format=json").json()
+    assert [e["seq"] for e in data["entries"]] == [2, 3, 4, 5]
+    assert data["last_seq"] == 5
+    assert data["has_more"] is False
+
+
 def test_entries_before_pages_back_through_history(alice, lobby):
     fill(lobby, alice, 10)
     data = signed_in(alice).get("/rooms/lobby/entries/?before=8&limit=3&format=json").json()
