@@ -50,7 +50,11 @@ def entry_row_as_dict(row: tuple[Any, ...]) -> EntryDict:
         "result": result,
         "error": error,
         "client_id": str(client_id) if client_id else None,
-        "created": created.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "created": (
+            created  # already as the wire writes it (a page read in plain SQL)
+            if isinstance(created, str)
+            else created.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        ),
         "refs": [int(ref) for ref in refs or ()],
         "defines": defines,
         "rounded": bool(rounded),

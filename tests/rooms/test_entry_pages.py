@@ -22,7 +22,7 @@ pytestmark = [
 @pytest.fixture
 def history(lobby, alice, bob):
     """Twelve entries by two people: results and errors, references, a variable, a client_id,
-    a time with no microseconds (isoformat leaves them out) and one with."""
+    a time with no microseconds (isoformat leaves them out) and times with."""
     for seq in range(1, 13):
         EntryFactory(
             room=lobby,
@@ -36,6 +36,9 @@ def history(lobby, alice, bob):
             defines="x" if seq == 1 else None,
             rounded=seq == 7,
         )
+    # Microseconds with zeros at the end: isoformat writes all six.
+    at = dt.datetime(2026, 12, 4, 9, 0, 1, 120000, tzinfo=dt.UTC)
+    Entry.objects.filter(room=lobby, seq=6).update(created=at)
     Entry.objects.filter(room=lobby, seq=4).update(
         created=dt.datetime(2026, 12, 4, 9, 0, tzinfo=dt.UTC)
     )
@@ -79,6 +82,8 @@ def test_the_pages_the_routes_answer_hold_every_field(history):
     assert page.has_more is True
     fourth, fifth = page.entries
     assert fourth["created"] == "2026-12-04T09:00:00Z"
+    sixth = selectors.entries_after(room=history, after=5, limit=1).entries[0]
+    assert sixth["created"] == "2026-12-04T09:00:01.120000Z"
     assert (fourth["refs"], fourth["expression"], fourth["author"]) == ([3], "#3+1", "alice")
     assert (fifth["result"], fifth["error"]) == (None, "division by zero")
     assert isinstance(fifth["client_id"], str) and uuid.UUID(fifth["client_id"])
