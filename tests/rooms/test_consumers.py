@@ -19,6 +19,16 @@ from tests.factories import MembershipFactory, UserFactory
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+async def _drain(socket, within: float = 0.3) -> list[dict]:
+    """The frames waiting for `socket`, until none comes for `within` seconds."""
+    frames = []
+    try:
+        while True:
+            frames.append(await socket.receive(timeout=within))
+    except (TimeoutError, ConnectionError):
+        return frames
+
+
 def _seqs(room: Room) -> list[int]:
     return list(Entry.objects.filter(room=room).order_by("seq").values_list("seq", flat=True))
 
@@ -77,8 +87,14 @@ async def test_concurrent_submissions_get_seqs_without_gap_or_duplicate(
     await asyncio.gather(*(burst(s, n) for n, s in enumerate(sockets)))
     total = len(sockets) * per_socket
     seen = []
-    while len(seen) < total:
-        seen.append((await sockets[0].receive_type("entry", timeout=10))["entry"]["seq"])
+    try:
+        while len(seen) < total:
+            seen.append((await sockets[0].receive_type("entry", timeout=10))["entry"]["seq"])
+    except TimeoutError:
+        # Say what went missing: stored but not delivered, or answered instead of stored.
+        answers = [[f for f in await _drain(s) if f["type"] == "error"] for s in sockets]
+        stored = await database_sync_to_async(_seqs)(lobby)
+        pytest.fail(f"{len(seen)} of {total} delivered; stored {stored}; errors {answers}")
     assert seen == list(range(1, total + 1))  # live order is seq order
     assert await database_sync_to_async(_seqs)(lobby) == list(range(1, total + 1))
 
