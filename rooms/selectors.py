@@ -613,15 +613,30 @@ def _page_plain(
     ]
 
 
+def _page_rows(
+    room: Room,
+    author: str | None,
+    q: str | None,
+    *,
+    seq: int | None,
+    newest_first: bool,
+    limit: int,
+) -> list[EntryDict]:
+    """Up to `limit` of the room's entries past `seq` (after it, or before it when
+    `newest_first`), in that order: in plain SQL on PostgreSQL unless searching, else the ORM."""
+    if not q and connection.vendor == "postgresql":
+        return _page_plain(room.id, seq=seq, newest_first=newest_first, author=author, limit=limit)
+    queryset = _entries(room, author, q)
+    if seq is not None:
+        queryset = queryset.filter(seq__lt=seq) if newest_first else queryset.filter(seq__gt=seq)
+    return _page(queryset.order_by("-seq" if newest_first else "seq")[:limit])
+
+
 def entries_after(
     *, room: Room, after: int, limit: int, author: str | None = None, q: str | None = None
 ) -> EntryPage:
     """Entries with seq > after, oldest first (catch-up; an index range scan on (room, seq))."""
-    if not q and connection.vendor == "postgresql":
-        rows = _page_plain(room.id, seq=after, newest_first=False, author=author, limit=limit + 1)
-    else:
-        queryset = _entries(room, author, q).filter(seq__gt=after)
-        rows = _page(queryset.order_by("seq")[: limit + 1])
+    rows = _page_rows(room, author, q, seq=after, newest_first=False, limit=limit + 1)
     return EntryPage(entries=rows[:limit], has_more=len(rows) > limit)
 
 
@@ -634,13 +649,7 @@ def entries_before(
     q: str | None = None,
 ) -> EntryPage:
     """The `limit` entries just before seq `before` (all of the newest when None), oldest first."""
-    if not q and connection.vendor == "postgresql":
-        rows = _page_plain(room.id, seq=before, newest_first=True, author=author, limit=limit + 1)
-    else:
-        queryset = _entries(room, author, q)
-        if before is not None:
-            queryset = queryset.filter(seq__lt=before)
-        rows = _page(queryset.order_by("-seq")[: limit + 1])
+    rows = _page_rows(room, author, q, seq=before, newest_first=True, limit=limit + 1)
     has_more = len(rows) > limit
     rows = rows[:limit]
     rows.reverse()
