@@ -89,3 +89,17 @@ def test_the_pages_the_routes_answer_hold_every_field(history):
     assert isinstance(fifth["client_id"], str) and uuid.UUID(fifth["client_id"])
     newest = selectors.entries_before(room=history, before=None, limit=2)
     assert [e["seq"] for e in newest.entries] == [11, 12] and newest.has_more is True
+
+
+@pytest.mark.parametrize("newest_first", [False, True])
+def test_a_search_page_reads_through_the_orm_in_the_same_order_and_shape(history, newest_first):
+    """`q` sends the page through the ORM (the trigram index serves it): every entry but the
+    first holds a `#`, so the search is the plain page less that one."""
+    searched = selectors._page_rows(
+        history, None, "#", seq=None if newest_first else 0, newest_first=newest_first, limit=20
+    )
+    plain = selectors._page_plain(
+        history.id, seq=None if newest_first else 0, newest_first=newest_first, author=None,
+        limit=20,
+    )  # fmt: skip
+    assert searched == [entry for entry in plain if entry["seq"] != 1]
